@@ -1,0 +1,432 @@
+//! Load benchmark of the hook hot path: drives the real `arbiter serve`
+//! (release build, default config, durable receipts on) over loopback with
+//! Claude Code 2.1.330 `PreToolUse` payloads, allowed and denied mixed.
+//!
+//! Phases:
+//! 1. closed loop: `--concurrency` clients on keep-alive HTTP/1.1 connections,
+//!    each sending its next request as soon as the previous reply arrived;
+//!    reports decisions/s and latency.
+//! 2. open loop: a fixed timetable of `--rate` requests/s; latency is measured
+//!    from each request's *scheduled* send time, so a stalled server is
+//!    charged for the requests it delayed (no coordinated omission).
+//!
+//! Run: `cargo bench -p arbiter --bench hot_path -- [--quick] [--duration SECS]
+//! [--concurrency N] [--rate R]`. Without cargo's `--bench` flag (e.g. under
+//! `cargo test --benches`) it runs as a short smoke test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark driver: any failure aborts the run with a message"
+)]
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::Value;
+
+struct Args {
+    warmup: Duration,
+    duration: Duration,
+    concurrency: usize,
+    rate: u64,
+    client_threads: usize,
+}
+
+const USAGE: &str =
+    "usage: hot_path [--quick] [--duration SECS] [--concurrency N] [--rate R] [--client-threads N]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        warmup: Duration::from_secs(2),
+        duration: Duration::from_secs(10),
+        concurrency: 32,
+        rate: 1000,
+        // The load generator shares the 2 cores with the server; one thread
+        // keeps it from taking more than it needs.
+        client_threads: 1,
+    };
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let benching = raw.iter().any(|a| a == "--bench");
+    let mut explicit_duration = false;
+    let mut quick = !benching;
+    let mut it = raw.into_iter();
+    let num = |name: &str, v: Option<String>| -> Result<u64, String> {
+        v.ok_or(format!("{name} needs a value"))?
+            .parse::<u64>()
+            .map_err(|e| format!("{name}: {e}"))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bench" => {}
+            "--quick" => quick = true,
+            "--duration" => {
+                args.duration = Duration::from_secs(num("--duration", it.next())?.max(1));
+                explicit_duration = true;
+            }
+            "--concurrency" => {
+                args.concurrency = num("--concurrency", it.next())?.clamp(1, 4096) as usize
+            }
+            "--rate" => args.rate = num("--rate", it.next())?.clamp(1, 1_000_000),
+            "--client-threads" => {
+                args.client_threads = num("--client-threads", it.next())?.clamp(1, 64) as usize
+            }
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if quick && !explicit_duration {
+        args.duration = Duration::from_secs(2);
+        args.warmup = Duration::from_millis(500);
+    }
+    Ok(args)
+}
+
+/// Request bodies with a `__SID__` placeholder for the session id, cycled in
+/// this order: 3 allowed, 2 denied.
+fn templates() -> Vec<String> {
+    let bash = |cmd: &str| common::pre_tool_use_bash(cmd, "__SID__");
+    let mut read = common::fixture("PreToolUse.json");
+    read["session_id"] = Value::from("__SID__");
+    read["tool_name"] = Value::from("Read");
+    read["tool_input"] = serde_json::json!({"file_path": "/home/dev/work/proj/README.md"});
+    [
+        bash("ls"),
+        bash("git status"),
+        read,
+        bash("rm -rf /"),
+        bash("mkfs.ext4 /dev/sda1"),
+    ]
+    .iter()
+    .map(|v| serde_json::to_string(v).expect("json"))
+    .collect()
+}
+
+/// What one request ended as.
+enum Outcome {
+    Allow,
+    Deny,
+    /// HTTP 200 without an ALLOW/DENY decision header.
+    Other,
+    /// Transport error or a non-200 status.
+    Error,
+}
+
+#[derive(Default)]
+struct Counts {
+    allow: AtomicU64,
+    deny: AtomicU64,
+    other: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counts {
+    fn record(&self, o: &Outcome) {
+        let c = match o {
+            Outcome::Allow => &self.allow,
+            Outcome::Deny => &self.deny,
+            Outcome::Other => &self.other,
+            Outcome::Error => &self.errors,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    fn total(&self) -> u64 {
+        self.allow.load(Ordering::Relaxed)
+            + self.deny.load(Ordering::Relaxed)
+            + self.other.load(Ordering::Relaxed)
+            + self.errors.load(Ordering::Relaxed)
+    }
+}
+
+struct Target {
+    url: String,
+    auth: String,
+    templates: Vec<String>,
+}
+
+impl Target {
+    async fn send(&self, client: &reqwest::Client, n: u64, session: &str) -> Outcome {
+        let t = &self.templates[(n % self.templates.len() as u64) as usize];
+        let body = t.replace("__SID__", session);
+        let resp = client
+            .post(&self.url)
+            .header("authorization", &self.auth)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        let Ok(resp) = resp else {
+            return Outcome::Error;
+        };
+        let outcome = if resp.status() != 200 {
+            Outcome::Error
+        } else {
+            match resp
+                .headers()
+                .get("x-arbiter-decision")
+                .map(|v| v.as_bytes())
+            {
+                Some(b"ALLOW") => Outcome::Allow,
+                Some(b"DENY") => Outcome::Deny,
+                _ => Outcome::Other,
+            }
+        };
+        // Read the reply in full so the keep-alive connection is reused.
+        match resp.bytes().await {
+            Ok(_) => outcome,
+            Err(_) => Outcome::Error,
+        }
+    }
+}
+
+fn percentiles(h: &Histogram<u64>) -> String {
+    format!(
+        "p50={}us p90={}us p99={}us max={}us (n={})",
+        h.value_at_quantile(0.50),
+        h.value_at_quantile(0.90),
+        h.value_at_quantile(0.99),
+        h.max(),
+        h.len()
+    )
+}
+
+fn new_hist() -> Histogram<u64> {
+    // 1 us .. 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+fn client(pool: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(pool)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+struct ClosedResult {
+    rate: f64,
+    hist: Histogram<u64>,
+    counts: Arc<Counts>,
+}
+
+async fn closed_loop(target: Arc<Target>, args: &Args) -> ClosedResult {
+    let counts = Arc::new(Counts::default());
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let end = measure_from + args.duration;
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let target = target.clone();
+        let counts = counts.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = client(1);
+            let mut hist = new_hist();
+            let mut n: u64 = w as u64;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                // A new session every 256 requests, distinct per client.
+                let session = format!("bench-c{w}-{}", n / 256);
+                let r = target.send(&client, n, &session).await;
+                let t1 = Instant::now();
+                if t0 >= measure_from {
+                    counts.record(&r);
+                    let us = t1.duration_since(t0).as_micros().max(1) as u64;
+                    let _ = hist.record(us.min(60_000_000));
+                }
+                n += 1;
+            }
+            hist
+        }));
+    }
+    let mut hist = new_hist();
+    for t in tasks {
+        let h = t.await.expect("client task");
+        hist.add(&h).expect("merging histograms");
+    }
+    let measured = args.duration.as_secs_f64();
+    ClosedResult {
+        rate: counts.total() as f64 / measured,
+        hist,
+        counts,
+    }
+}
+
+struct OpenResult {
+    hist: Histogram<u64>,
+    counts: Arc<Counts>,
+    scheduled: u64,
+    late_starts: u64,
+}
+
+/// Fixed-rate sends on a timetable kept by a dedicated OS thread
+/// (`thread::sleep` is precise to tens of microseconds; tokio's timer has
+/// millisecond granularity, which would blur a 1 ms schedule).
+async fn open_loop(target: Arc<Target>, rate: u64, duration: Duration, record: bool) -> OpenResult {
+    let counts = Arc::new(Counts::default());
+    let hist = Arc::new(std::sync::Mutex::new(new_hist()));
+    let client = client(256);
+    let total = rate * duration.as_secs().max(1);
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let handle = tokio::runtime::Handle::current();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let late = Arc::new(AtomicU64::new(0));
+    let scheduler = {
+        let counts = counts.clone();
+        let hist = hist.clone();
+        let late = late.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now() + Duration::from_millis(5);
+            for i in 0..total {
+                let scheduled = start + interval.mul_f64(i as f64);
+                let now = Instant::now();
+                if scheduled > now {
+                    std::thread::sleep(scheduled - now);
+                } else if now - scheduled > Duration::from_millis(1) {
+                    late.fetch_add(1, Ordering::Relaxed);
+                }
+                let target = target.clone();
+                let client = client.clone();
+                let counts = counts.clone();
+                let hist = hist.clone();
+                let done = done_tx.clone();
+                handle.spawn(async move {
+                    let session = format!("bench-o{}", i / 256);
+                    let r = target.send(&client, i, &session).await;
+                    let us = Instant::now().duration_since(scheduled).as_micros().max(1) as u64;
+                    if record {
+                        counts.record(&r);
+                        if let Ok(mut h) = hist.lock() {
+                            let _ = h.record(us.min(60_000_000));
+                        }
+                    }
+                    let _ = done.send(());
+                });
+            }
+        })
+    };
+    let mut finished = 0;
+    while finished < total {
+        match tokio::time::timeout(Duration::from_secs(30), done_rx.recv()).await {
+            Ok(Some(())) => finished += 1,
+            _ => break,
+        }
+    }
+    let _ = scheduler.join();
+    let hist = hist
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| new_hist());
+    OpenResult {
+        hist,
+        counts,
+        scheduled: total,
+        late_starts: late.load(Ordering::Relaxed),
+    }
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+
+    eprintln!("hot_path: starting {} ...", common::ARBITER);
+    let mut server = common::Server::start();
+    let target = Arc::new(Target {
+        url: server.url("/v1/hooks/claude-code"),
+        auth: format!("Bearer {}", server.ingress_token),
+        templates: templates(),
+    });
+    let pid = server.pid();
+
+    eprintln!(
+        "hot_path: closed loop, {} clients, {:?} warm-up + {:?}",
+        args.concurrency, args.warmup, args.duration
+    );
+    let closed = rt.block_on(closed_loop(target.clone(), &args));
+    eprintln!("hot_path: open loop warm-up at {}/s", args.rate);
+    rt.block_on(open_loop(
+        target.clone(),
+        args.rate,
+        Duration::from_secs(1),
+        false,
+    ));
+    eprintln!(
+        "hot_path: open loop at {}/s for {:?}",
+        args.rate, args.duration
+    );
+    let open = rt.block_on(open_loop(target.clone(), args.rate, args.duration, true));
+
+    let rss = peak_rss_kib(pid);
+    let alive = server.is_running();
+    server.kill();
+
+    let c = &closed.counts;
+    let o = &open.counts;
+    let errors = c.errors.load(Ordering::Relaxed) + o.errors.load(Ordering::Relaxed);
+    println!();
+    println!("=== arbiter hot_path ===");
+    println!(
+        "machine: {} cpus; client threads {}; durable receipts on (default config)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        args.client_threads
+    );
+    println!(
+        "closed loop: concurrency {} for {}s: {:.0} decisions/s (ALLOW {}, DENY {}, other {}, errors {})",
+        args.concurrency,
+        args.duration.as_secs(),
+        closed.rate,
+        c.allow.load(Ordering::Relaxed),
+        c.deny.load(Ordering::Relaxed),
+        c.other.load(Ordering::Relaxed),
+        c.errors.load(Ordering::Relaxed)
+    );
+    println!("  latency: {}", percentiles(&closed.hist));
+    println!(
+        "open loop: {} req/s for {}s, {} scheduled (ALLOW {}, DENY {}, other {}, errors {}, late starts {})",
+        args.rate,
+        args.duration.as_secs(),
+        open.scheduled,
+        o.allow.load(Ordering::Relaxed),
+        o.deny.load(Ordering::Relaxed),
+        o.other.load(Ordering::Relaxed),
+        o.errors.load(Ordering::Relaxed),
+        open.late_starts
+    );
+    println!("  latency from scheduled send: {}", percentiles(&open.hist));
+    match rss {
+        Some(kib) => println!("server peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("server peak RSS (VmHWM): unavailable"),
+    }
+    println!("server alive at end: {alive}");
+    println!("========================");
+    if errors > 0 || !alive {
+        eprintln!("hot_path: {errors} failed requests; server alive: {alive}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,367 @@
+//! The HTTP surface: hook ingress, the evaluate endpoint, the review API and
+//! health probes. One router per resource, merged in [`app`]; each group sits
+//! behind the auth layer of its role.
+//!
+//! Routes and roles:
+//! - `POST /v1/hooks/{integration}[/{event}]`, `POST /v1/evaluate` — ingress token;
+//! - `GET /v1/receipts`, `GET /v1/receipts/{id}`, `GET /v1/keys`,
+//!   `GET /v1/sessions/{id}` — admin token;
+//! - `GET /healthz`, `GET /readyz` — no auth.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tower::ServiceBuilder;
+
+use crate::context::verify_chain;
+use crate::credentials::{ReceiptKey, Token};
+use crate::model::Decision;
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::plugins::wit;
+use crate::receipts::keys_document;
+use crate::store::{ReceiptQuery, parse_ms};
+
+/// Largest page of receipts.
+const MAX_PAGE: usize = 1000;
+/// Page size when `limit` is absent.
+const DEFAULT_PAGE: usize = 100;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The decision pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// Token of hook callers.
+    pub ingress_token: Arc<Token>,
+    /// Token of reviewers and admins.
+    pub admin_token: Arc<Token>,
+    /// Receipt signing key (public half served).
+    pub key: Arc<ReceiptKey>,
+    /// Largest hook body, in bytes.
+    pub body_limit: usize,
+    /// Concurrent requests before shedding.
+    pub max_concurrent: usize,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+}
+
+/// Errors answered as `{"error": {"code", "message"}}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing or wrong bearer token.
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// No such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// Body over the limit.
+    #[error("request body exceeds the limit of {0} bytes")]
+    TooLarge(usize),
+    /// Bad input.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Overloaded or timed out.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Internal failure; details go to the log only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        let mut response = (status, Json(json!({"error": {"code": code, "message": self.to_string()}}))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// The whole application router.
+pub fn app(state: AppState) -> Router {
+    let ingress = Router::new()
+        .route("/v1/hooks/{integration}", post(hook))
+        .route("/v1/hooks/{integration}/{event}", post(hook_event))
+        .route("/v1/evaluate", post(evaluate))
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_ingress));
+    let review = Router::new()
+        .route("/v1/receipts", get(list_receipts))
+        .route("/v1/receipts/{receipt_id}", get(get_receipt))
+        .route("/v1/keys", get(keys))
+        .route("/v1/sessions/{session_id}", get(session))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let probes = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
+    let bounds = ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(state.max_concurrent)
+        .timeout(state.request_timeout);
+    Router::new()
+        .merge(ingress)
+        .merge(review)
+        .merge(probes)
+        .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .layer(bounds)
+        .with_state(state)
+}
+
+async fn overloaded(err: BoxError) -> ApiError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Unavailable("request timed out".to_owned())
+    } else {
+        ApiError::Unavailable("server overloaded, retry later".to_owned())
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn require_ingress(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match bearer(request.headers()) {
+        Some(t) if state.ingress_token.matches(t) => next.run(request).await,
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match bearer(request.headers()) {
+        Some(t) if state.admin_token.matches(t) => next.run(request).await,
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(limit),
+        _ => ApiError::BadRequest(format!("cannot read request body: {e}")),
+    })
+}
+
+/// Headers a plugin never sees: credentials of the hook caller.
+const HIDDEN_HEADERS: [&str; 4] = ["authorization", "cookie", "proxy-authorization", "x-api-key"];
+
+async fn hook(state: State<AppState>, Path(integration): Path<String>, method: Method, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    govern(state, integration, String::new(), method, headers, body).await
+}
+
+async fn hook_event(
+    state: State<AppState>,
+    Path((integration, event)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    govern(state, integration, format!("/{event}"), method, headers, body).await
+}
+
+async fn govern(
+    State(state): State<AppState>,
+    integration: String,
+    path: String,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !state.pipeline.has_integration(&integration) {
+        return Err(ApiError::NotFound(format!("unknown integration `{integration}`")));
+    }
+    let body = body_or_error(body, state.body_limit)?;
+    // Every vendor we govern speaks JSON; reject broken JSON precisely here
+    // rather than as an opaque plugin rejection.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        return Err(ApiError::BadRequest(format!("malformed JSON body: {e}")));
+    }
+    let request = wit::HttpRequest {
+        method: method.as_str().to_owned(),
+        path,
+        headers: headers
+            .iter()
+            .filter(|(name, _)| !HIDDEN_HEADERS.contains(&name.as_str()))
+            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let reply = state.pipeline.handle_hook(&integration, request).await.map_err(|e| match e {
+        PipelineError::UnknownIntegration(_) => ApiError::NotFound(e.to_string()),
+        PipelineError::PluginMissing(_) | PipelineError::Unrecorded(_) => ApiError::Unavailable(e.to_string()),
+        PipelineError::InvalidAction(m) => ApiError::BadRequest(m),
+    })?;
+    let status = StatusCode::from_u16(reply.response.status).unwrap_or(StatusCode::OK);
+    let mut response = Response::builder().status(status).body(Body::from(reply.response.body)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let out = response.headers_mut();
+    for (name, value) in &reply.response.headers {
+        // Framing headers are the server's business, not the plugin's.
+        let lower = name.to_ascii_lowercase();
+        if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "connection") || lower.starts_with("x-arbiter-") {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(lower), HeaderValue::try_from(value.as_str())) {
+            out.append(n, v);
+        }
+    }
+    if let Some(id) = reply.receipt_id.and_then(|id| HeaderValue::try_from(id).ok()) {
+        out.insert("x-arbiter-receipt-id", id);
+    }
+    if let Some(d) = reply.decision {
+        out.insert("x-arbiter-decision", HeaderValue::from_static(d.as_str()));
+    }
+    Ok(response)
+}
+
+async fn evaluate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = body_or_error(body, state.body_limit)?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
+    match state.pipeline.evaluate(&value).await {
+        Ok(reply) => Ok(Json(reply).into_response()),
+        Err(PipelineError::InvalidAction(m)) => Err(ApiError::BadRequest(m)),
+        Err(e @ PipelineError::Unrecorded(_)) => Err(ApiError::Unavailable(e.to_string())),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    session_id: Option<String>,
+    agent: Option<String>,
+    decision: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+fn encode_cursor(seq: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([b"c1".as_slice(), &seq.to_be_bytes()].concat())
+}
+
+fn decode_cursor(cursor: &str) -> Option<u64> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let (tag, seq) = raw.split_at_checked(2)?;
+    (tag == b"c1").then_some(())?;
+    Some(u64::from_be_bytes(seq.try_into().ok()?))
+}
+
+async fn list_receipts(State(state): State<AppState>, params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let time = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
+        v.as_deref()
+            .map(|s| parse_ms(s).ok_or_else(|| ApiError::BadRequest(format!("`{name}` must be an RFC 3339 timestamp"))))
+            .transpose()
+    };
+    let limit = p.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE}")));
+    }
+    let query = ReceiptQuery {
+        decision: p
+            .decision
+            .as_deref()
+            .map(|d| Decision::parse(d).ok_or_else(|| ApiError::BadRequest(format!("unknown decision `{d}`"))))
+            .transpose()?,
+        since_ms: time("since", &p.since)?,
+        until_ms: time("until", &p.until)?,
+        from_seq: p
+            .cursor
+            .as_deref()
+            .map(|c| decode_cursor(c).ok_or_else(|| ApiError::BadRequest("invalid `cursor`".to_owned())))
+            .transpose()?
+            .unwrap_or(0),
+        session_id: p.session_id,
+        agent: p.agent,
+        limit,
+    };
+    let store = state.pipeline.store().clone();
+    let page = tokio::task::spawn_blocking(move || store.list_receipts(&query))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({"receipts": page.receipts, "next_cursor": page.next_seq.map(encode_cursor)})))
+}
+
+async fn get_receipt(State(state): State<AppState>, Path(receipt_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    state
+        .pipeline
+        .store()
+        .receipt(&receipt_id)?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no receipt `{receipt_id}`")))
+}
+
+async fn keys(State(state): State<AppState>) -> Json<Value> {
+    Json(keys_document(&state.key))
+}
+
+async fn session(State(state): State<AppState>, Path(session_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let store = state.pipeline.store().clone();
+    let (summary, entries) = tokio::task::spawn_blocking(move || Ok::<_, crate::store::StoreError>((store.session_summary(&session_id)?, store.session_entries(&session_id)?)))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    if entries.is_empty() {
+        return Err(ApiError::NotFound(format!("no session `{}`", summary.session_id)));
+    }
+    let broken = verify_chain(&entries);
+    Ok(Json(json!({
+        "session_id": summary.session_id,
+        "summary": summary,
+        "entries": entries,
+        "verification": {"intact": broken.is_none(), "first_broken": broken},
+    })))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.pipeline.store().is_healthy() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "store refuses writes"}))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    // A cursor round-trips and garbage is refused.
+    fn cursor_round_trips() {
+        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
+        assert_eq!(decode_cursor("not-a-cursor"), None);
+    }
+}

@@ -1,0 +1,241 @@
+//! Service configuration: a TOML file plus command-line overrides.
+//!
+//! Every field is optional; the defaults are the secure ones (loopback bind,
+//! generated tokens, bundled baseline pack, bounded plugins). Out-of-range
+//! values are rejected when the file loads, never later on the hot path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::policy::Posture;
+
+/// Errors raised while loading or checking the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file `{path}`: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is outside its allowed range.
+    #[error("invalid config value `{field}`: {reason}")]
+    Invalid {
+        /// Dotted name of the field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on. Default = `127.0.0.1:8750` (loopback only).
+    pub listen: SocketAddr,
+    /// Data directory (store, keys, tokens, plugins). Default = `./arbiter-data`.
+    pub data_dir: PathBuf,
+    /// Policy pack directory. Default = the bundled `policies/baseline` pack.
+    pub policies: Option<PathBuf>,
+    /// Decision when no policy matches; overrides the pack's own setting.
+    pub default_posture: Option<Posture>,
+    /// Credentials for the HTTP API.
+    pub auth: AuthConfig,
+    /// Bounds on hook requests.
+    pub ingress: IngressConfig,
+    /// Plugin runtime limits.
+    pub plugins: PluginLimits,
+    /// Receipt store settings.
+    pub store: StoreConfig,
+    /// Integrations by name (the `{integration}` of `/v1/hooks/{integration}`).
+    /// Default = `claude-code` served by the bundled `claude-code` plugin.
+    pub integrations: BTreeMap<String, IntegrationConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut integrations = BTreeMap::new();
+        integrations.insert(
+            "claude-code".to_owned(),
+            IntegrationConfig { plugin: "claude-code".to_owned(), settings: BTreeMap::new() },
+        );
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8750)),
+            data_dir: PathBuf::from("./arbiter-data"),
+            policies: None,
+            default_posture: None,
+            auth: AuthConfig::default(),
+            ingress: IngressConfig::default(),
+            plugins: PluginLimits::default(),
+            store: StoreConfig::default(),
+            integrations,
+        }
+    }
+}
+
+/// Tokens for the two roles of this issue: hook callers (ingress) and
+/// reviewers (admin). When neither a value nor a file is configured, a random
+/// token is generated on first start under the data directory (mode 0600).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Ingress bearer token given inline. Prefer `ingress_token_file`.
+    pub ingress_token: Option<String>,
+    /// File holding the ingress bearer token.
+    pub ingress_token_file: Option<PathBuf>,
+    /// Admin bearer token given inline. Prefer `admin_token_file`.
+    pub admin_token: Option<String>,
+    /// File holding the admin bearer token.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// Bounds applied to every hook request before a plugin sees it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressConfig {
+    /// Largest accepted body, in bytes. Default = 1 MiB: real hook payloads
+    /// are a few KiB; a Write of a large file is the biggest we have seen.
+    pub body_limit_bytes: usize,
+    /// Requests served at once before new ones are shed with 503.
+    /// Default = 1024.
+    pub max_concurrent_requests: usize,
+    /// Whole-request timeout in milliseconds. Default = 10 000; a request
+    /// that times out gets 503 and never an ALLOW.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self { body_limit_bytes: 1024 * 1024, max_concurrent_requests: 1024, request_timeout_ms: 10_000 }
+    }
+}
+
+/// Limits on every plugin call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    /// Wall-clock deadline of one plugin call, in milliseconds, enforced by
+    /// epoch interruption with 1 ms ticks. Default = 50.
+    pub deadline_ms: u64,
+    /// Linear-memory cap per instance, in MiB. Default = 32.
+    pub memory_limit_mib: u64,
+    /// Instances alive at once (pooling allocator slots). Calls beyond this
+    /// wait for a slot. Default = 64.
+    pub max_instances: u32,
+    /// Extra plugin directory. Default = `<data_dir>/plugins`.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self { deadline_ms: 50, memory_limit_mib: 32, max_instances: 64, dir: None }
+    }
+}
+
+/// Receipt store settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Most receipts made durable by one fsync (group commit). Default = 512.
+    pub max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { max_batch: 512 }
+    }
+}
+
+/// One integration: which plugin serves it and the settings it may read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationConfig {
+    /// Plugin name (as reported by its `describe`).
+    pub plugin: String,
+    /// Values the plugin reads through the `config` import. Not secret.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Load a file, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let config = match path {
+            None => Self::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let mut config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source: Box::new(source),
+                })?;
+                // The default integration stays unless the file redefines it.
+                config.integrations.entry("claude-code".to_owned()).or_insert_with(|| {
+                    IntegrationConfig { plugin: "claude-code".to_owned(), settings: BTreeMap::new() }
+                });
+                config
+            }
+        };
+        Ok(config)
+    }
+
+    /// Check ranges. Called after command-line overrides are applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.to_owned() });
+        if !(1..=10_000).contains(&self.plugins.deadline_ms) {
+            return bad("plugins.deadline_ms", "must be between 1 and 10000");
+        }
+        if !(1..=4096).contains(&self.plugins.memory_limit_mib) {
+            return bad("plugins.memory_limit_mib", "must be between 1 and 4096");
+        }
+        if !(1..=10_000).contains(&self.plugins.max_instances) {
+            return bad("plugins.max_instances", "must be between 1 and 10000");
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.ingress.body_limit_bytes) {
+            return bad("ingress.body_limit_bytes", "must be between 1 KiB and 64 MiB");
+        }
+        if self.ingress.max_concurrent_requests == 0 {
+            return bad("ingress.max_concurrent_requests", "must be at least 1");
+        }
+        if self.ingress.request_timeout_ms == 0 {
+            return bad("ingress.request_timeout_ms", "must be at least 1");
+        }
+        if !(1..=65_536).contains(&self.store.max_batch) {
+            return bad("store.max_batch", "must be between 1 and 65536");
+        }
+        for (name, integration) in &self.integrations {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(ConfigError::Invalid {
+                    field: "integrations",
+                    reason: format!("integration name `{name}` must be [A-Za-z0-9_-]+"),
+                });
+            }
+            if integration.plugin.is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "integrations.plugin",
+                    reason: format!("integration `{name}` names no plugin"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Where extra plugins are loaded from.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.plugins.dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
+    }
+}

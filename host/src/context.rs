@@ -1,0 +1,267 @@
+//! Context accumulator: each session's append-only, hash-chained log of
+//! events (intents, decided actions, observations, lifecycle), and the
+//! summary derived from it that the PDP sees.
+//!
+//! Every entry carries `prev_hash` (the previous entry's `hash`, genesis =
+//! 64 zeros) and `hash` = SHA-256 of the JCS bytes of the entry without
+//! `hash`. Editing any stored entry breaks the chain at that entry, which
+//! [`verify_chain`] reports. Entries are written only by the store's writer
+//! thread, so a session's chain has a single writer.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::model::Decision;
+
+/// The genesis `prev_hash`.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Longest intent text kept in the summary, in bytes.
+const MAX_INTENT_BYTES: usize = 4096;
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// The user's request.
+    Intent,
+    /// A decided action.
+    Action,
+    /// A tool's output.
+    Observation,
+    /// Session started.
+    SessionStart,
+    /// Session ended.
+    SessionEnd,
+    /// Another lifecycle event (stop, notification).
+    Other,
+}
+
+/// An entry before the writer chains it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryDraft {
+    /// Session it belongs to.
+    pub session_id: String,
+    /// What it records.
+    pub kind: EntryKind,
+    /// Kind-specific payload (see [`SessionSummary::apply`] for what is read).
+    pub data: Value,
+}
+
+/// A chained entry as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the session, from 0.
+    pub seq: u64,
+    /// What it records.
+    pub kind: EntryKind,
+    /// When it was appended (RFC 3339).
+    pub at: String,
+    /// Payload.
+    pub data: Value,
+    /// Hash of the previous entry.
+    pub prev_hash: String,
+    /// SHA-256 (hex) of this entry's JCS bytes without `hash`.
+    pub hash: String,
+}
+
+impl Entry {
+    /// Compute the hash this entry should carry.
+    pub fn compute_hash(seq: u64, kind: EntryKind, at: &str, data: &Value, prev_hash: &str) -> String {
+        let body = json!({"seq": seq, "kind": kind, "at": at, "data": data, "prev_hash": prev_hash});
+        // INVARIANT: a serde_json::Value always serialises under JCS.
+        let bytes = serde_jcs::to_vec(&body).unwrap_or_default();
+        hex::encode(Sha256::digest(bytes))
+    }
+}
+
+/// Where a session's chain first fails to verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenLink {
+    /// The first entry that does not verify.
+    pub seq: u64,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// Check a session's entries in order. `None` when the chain is intact.
+pub fn verify_chain(entries: &[Entry]) -> Option<BrokenLink> {
+    let mut prev = GENESIS.to_owned();
+    for (i, e) in entries.iter().enumerate() {
+        let expected_seq = i as u64;
+        if e.seq != expected_seq {
+            return Some(BrokenLink { seq: expected_seq, problem: format!("entry {expected_seq} is missing") });
+        }
+        if e.prev_hash != prev {
+            return Some(BrokenLink { seq: e.seq, problem: "prev_hash does not match the previous entry".to_owned() });
+        }
+        if Entry::compute_hash(e.seq, e.kind, &e.at, &e.data, &e.prev_hash) != e.hash {
+            return Some(BrokenLink { seq: e.seq, problem: "content does not match its hash".to_owned() });
+        }
+        prev = e.hash.clone();
+    }
+    None
+}
+
+/// What the PDP knows of a session: derived from its entries, stored beside
+/// them and updated in the same batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// The session.
+    pub session_id: String,
+    /// Entries so far (= next entry's seq).
+    pub entries: u64,
+    /// Hash of the last entry (GENESIS when empty).
+    pub head_hash: String,
+    /// The first intent of the session (the original request).
+    pub original_intent: Option<String>,
+    /// The latest intent.
+    pub latest_intent: Option<String>,
+    /// Intents received.
+    pub intents: u64,
+    /// Actions decided.
+    pub actions: u64,
+    /// Actions denied (or otherwise blocked).
+    pub denied: u64,
+    /// Observations of tool output.
+    pub observations: u64,
+    /// Network egress actions that were let through.
+    pub egress: u64,
+    /// Data classes touched by actions that were let through.
+    pub data_classes: BTreeSet<String>,
+    /// Whether content from outside (web, MCP) has entered the session.
+    pub untrusted_input: bool,
+    /// Whether the vendor reported the session's end.
+    pub ended: bool,
+    /// First entry time.
+    pub started_at: Option<String>,
+    /// Last entry time.
+    pub updated_at: Option<String>,
+}
+
+impl SessionSummary {
+    /// Empty summary of a new session.
+    pub fn new(session_id: &str) -> Self {
+        Self { session_id: session_id.to_owned(), head_hash: GENESIS.to_owned(), ..Self::default() }
+    }
+
+    /// Fold one entry into the summary.
+    ///
+    /// Reads: intent `data.text`; action `data.decision`, `data.tool`,
+    /// `data.operation`, `data.data_classes`; observation `data.tool`.
+    pub fn apply(&mut self, entry: &Entry) {
+        self.entries = entry.seq + 1;
+        self.head_hash = entry.hash.clone();
+        if self.started_at.is_none() {
+            self.started_at = Some(entry.at.clone());
+        }
+        self.updated_at = Some(entry.at.clone());
+        let d = &entry.data;
+        let s = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or_default();
+        match entry.kind {
+            EntryKind::Intent => {
+                let text = truncate(s("text"), MAX_INTENT_BYTES);
+                self.intents += 1;
+                if self.original_intent.is_none() {
+                    self.original_intent = Some(text.clone());
+                }
+                self.latest_intent = Some(text);
+            }
+            EntryKind::Action => {
+                self.actions += 1;
+                let proceeds = Decision::parse(s("decision")).is_some_and(Decision::proceeds);
+                if !proceeds {
+                    self.denied += 1;
+                    return;
+                }
+                if s("operation") == "egress" {
+                    self.egress += 1;
+                }
+                if let Some(classes) = d.get("data_classes").and_then(Value::as_array) {
+                    self.data_classes.extend(classes.iter().filter_map(Value::as_str).map(str::to_owned));
+                }
+            }
+            EntryKind::Observation => {
+                self.observations += 1;
+                if matches!(s("tool"), "network" | "mcp") {
+                    self.untrusted_input = true;
+                }
+            }
+            EntryKind::SessionEnd => self.ended = true,
+            EntryKind::SessionStart | EntryKind::Other => {}
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let end = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+    s.get(..end).unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn chain(n: u64) -> Vec<Entry> {
+        let mut prev = GENESIS.to_owned();
+        (0..n)
+            .map(|seq| {
+                let data = json!({"text": format!("step {seq}")});
+                let at = "2026-11-23T00:00:00.000Z".to_owned();
+                let hash = Entry::compute_hash(seq, EntryKind::Intent, &at, &data, &prev);
+                let e = Entry { seq, kind: EntryKind::Intent, at, data, prev_hash: prev.clone(), hash: hash.clone() };
+                prev = hash;
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    // An untouched chain verifies.
+    fn intact_chain_verifies() {
+        assert_eq!(verify_chain(&chain(5)), None);
+    }
+
+    #[test]
+    // Editing an entry's data is reported at that entry.
+    fn edited_entry_is_detected() {
+        let mut c = chain(5);
+        c[2].data = json!({"text": "forged"});
+        assert_eq!(verify_chain(&c).map(|b| b.seq), Some(2));
+    }
+
+    #[test]
+    // Removing an entry is reported where it went missing.
+    fn removed_entry_is_detected() {
+        let mut c = chain(5);
+        c.remove(3);
+        assert_eq!(verify_chain(&c).map(|b| b.seq), Some(3));
+    }
+
+    #[test]
+    // Only actions that were let through add data classes and egress.
+    fn denied_actions_do_not_taint_the_session() {
+        let mut s = SessionSummary::new("s");
+        let mk = |seq, decision: &str| Entry {
+            seq,
+            kind: EntryKind::Action,
+            at: String::new(),
+            data: json!({"decision": decision, "operation": "egress", "data_classes": ["SECRET"]}),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        s.apply(&mk(0, "DENY"));
+        assert!(s.data_classes.is_empty());
+        assert_eq!((s.denied, s.egress), (1, 0));
+        s.apply(&mk(1, "ALLOW"));
+        assert!(s.data_classes.contains("SECRET"));
+        assert_eq!((s.actions, s.egress), (2, 1));
+    }
+}

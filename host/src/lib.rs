@@ -1,0 +1,111 @@
+//! Arbiter: a runtime security host for AI-agent actions (AARM).
+//!
+//! Agent platforms call Arbiter through their governance hooks before each
+//! tool call. An adapter plugin (a sandboxed WebAssembly component) turns the
+//! vendor's event into a canonical action; Cedar policy and the session's
+//! history decide it; the adapter answers in the vendor's format; and a
+//! signed, hash-chained receipt of the decision is made durable before the
+//! answer leaves. Any fault on that path blocks the action.
+//!
+//! The path of one callback reads top to bottom in [`pipeline`].
+
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod context;
+pub mod credentials;
+pub mod model;
+pub mod pipeline;
+pub mod plugins;
+pub mod policy;
+pub mod receipts;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+use crate::credentials::{ReceiptKey, Token};
+
+/// Start the service and run until SIGINT/SIGTERM.
+///
+/// Prints one JSON line `{"event":"listening","addr":"IP:PORT"}` to stdout
+/// once it accepts connections (logs go to stderr).
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create data dir `{}`", data.display()))?;
+
+    let ingress_token = Token::resolve(
+        config.auth.ingress_token.as_deref(),
+        config.auth.ingress_token_file.as_deref(),
+        &data.join("ingress.token"),
+    )?;
+    let admin_token = Token::resolve(config.auth.admin_token.as_deref(), config.auth.admin_token_file.as_deref(), &data.join("admin.token"))?;
+    let key = Arc::new(ReceiptKey::load_or_create(&data.join("keys").join(ReceiptKey::FILE_NAME))?);
+
+    let pack = match &config.policies {
+        Some(dir) => policy::PolicyPack::load(dir).with_context(|| format!("policy pack `{}`", dir.display()))?,
+        None => policy::PolicyPack::bundled().context("bundled policy pack")?,
+    };
+    let id = pack.identity().clone();
+    tracing::info!(pack = %id.pack, version = %id.version, hash = %id.hash, policies = pack.len(), "policy pack loaded");
+    let pdp = Arc::new(policy::Pdp::new(pack, config.default_posture));
+
+    let store = store::Store::open(&data.join("store"), key.clone(), config.store.max_batch).context("cannot open the store")?;
+
+    let plugins = Arc::new(plugins::PluginHost::new(&config.plugins)?);
+    let loader = plugins.clone();
+    let dir = config.plugin_dir();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        for (name, bytes) in plugins::bundled::BUNDLED {
+            loader.load(&format!("bundled:{name}"), bytes)?;
+        }
+        loader.load_dir(&dir)?;
+        Ok(())
+    })
+    .await??;
+    for (name, integration) in &config.integrations {
+        anyhow::ensure!(
+            plugins.get(&integration.plugin).is_some(),
+            "integration `{name}` needs plugin `{}`, which is not loaded",
+            integration.plugin
+        );
+    }
+
+    let pipeline = Arc::new(pipeline::Pipeline::new(plugins, pdp, store, pipeline::integrations(&config.integrations))?);
+    let state = api::AppState {
+        pipeline,
+        ingress_token: Arc::new(ingress_token),
+        admin_token: Arc::new(admin_token),
+        key,
+        body_limit: config.ingress.body_limit_bytes,
+        max_concurrent: config.ingress.max_concurrent_requests,
+        request_timeout: Duration::from_millis(config.ingress.request_timeout_ms),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    println!("{}", serde_json::json!({"event": "listening", "addr": addr.to_string()}));
+    tracing::info!(%addr, data_dir = %data.display(), "arbiter listening");
+    axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown()).await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,145 @@
+//! The `arbiter` command: `serve`, `verify`, `keygen`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use arbiter::config::Config;
+use arbiter::credentials::ReceiptKey;
+use arbiter::receipts::{parse_keys, verify_receipts};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(name = "arbiter", version, about = "Runtime security host for AI-agent actions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        /// Config file (TOML).
+        #[arg(long, env = "ARBITER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory [default: ./arbiter-data].
+        #[arg(long, env = "ARBITER_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Listen address [default: 127.0.0.1:8750].
+        #[arg(long, env = "ARBITER_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// Policy pack directory [default: the bundled baseline pack].
+        #[arg(long, env = "ARBITER_POLICIES")]
+        policies: Option<PathBuf>,
+    },
+    /// Verify receipts offline: every signature and the hash chain.
+    Verify {
+        /// Receipts: JSON Lines, a JSON array, or a `/v1/receipts` response.
+        #[arg(long)]
+        receipts: PathBuf,
+        /// Public keys as served by `/v1/keys`.
+        #[arg(long)]
+        keys: PathBuf,
+    },
+    /// Generate an Ed25519 receipt signing key (PKCS#8 PEM, mode 0600).
+    Keygen {
+        /// Where to write the key; must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, data_dir, listen, policies } => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+                .init();
+            let result = (|| {
+                let mut config = Config::load(config.as_deref())?;
+                if let Some(d) = data_dir {
+                    config.data_dir = d;
+                }
+                if let Some(l) = listen {
+                    config.listen = l;
+                }
+                if let Some(p) = policies {
+                    config.policies = Some(p);
+                }
+                let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+                runtime.block_on(arbiter::serve(config))
+            })();
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("arbiter: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Verify { receipts, keys } => match verify(&receipts, &keys) {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                eprintln!("verify failed: {msg}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Keygen { out } => {
+            let key = ReceiptKey::generate();
+            match key.write(&out) {
+                Ok(()) => {
+                    let doc = arbiter::receipts::keys_document(&key);
+                    println!("{doc}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("keygen failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn verify(receipts: &Path, keys: &Path) -> Result<String, String> {
+    let keys_text = std::fs::read_to_string(keys).map_err(|e| format!("cannot read `{}`: {e}", keys.display()))?;
+    let keys_json: Value = serde_json::from_str(&keys_text).map_err(|e| format!("`{}` is not JSON: {e}", keys.display()))?;
+    let keys = parse_keys(&keys_json)?;
+    let text = std::fs::read_to_string(receipts).map_err(|e| format!("cannot read `{}`: {e}", receipts.display()))?;
+    let list = parse_receipts(&text).map_err(|e| format!("`{}`: {e}", receipts.display()))?;
+    if list.is_empty() {
+        return Err("no receipts in the file".to_owned());
+    }
+    let report = verify_receipts(&list, &keys).map_err(|f| f.to_string())?;
+    let mut msg = format!("ok: {} receipts verified ({} chain links checked", report.receipts, report.links);
+    if report.gaps > 0 {
+        msg.push_str(&format!(", {} gaps where receipts are absent from the file", report.gaps));
+    }
+    msg.push(')');
+    Ok(msg)
+}
+
+/// Accept a JSON array, a `{"receipts": [...]}` page, one receipt, or JSON Lines.
+fn parse_receipts(text: &str) -> Result<Vec<Value>, String> {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        return Ok(match v {
+            Value::Array(items) => items,
+            Value::Object(mut o) if o.contains_key("receipts") => match o.remove("receipts") {
+                Some(Value::Array(items)) => items,
+                _ => return Err("`receipts` is not an array".to_owned()),
+            },
+            other => vec![other],
+        });
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+        .collect()
+}

@@ -1,0 +1,548 @@
+//! The path of one callback, top to bottom (ARCHITECTURE.md):
+//!
+//! 1. the adapter plugin decodes the vendor request into canonical events;
+//! 2. intents, observations and lifecycle events enter the session log;
+//! 3. each action is decided by the PDP against the session so far;
+//! 4. the adapter encodes the verdict as the vendor's reply;
+//! 5. one signed receipt per action is made durable;
+//! 6. only then is the reply sent.
+//!
+//! Nothing answers ALLOW unless every step succeeded. A plugin fault (trap,
+//! deadline, memory, malformed output), a policy fault or a store fault
+//! turns the answer into the plugin's blocking reply, and the receipt says
+//! why. If even the receipt cannot be written, the reply still blocks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::context::{EntryDraft, EntryKind};
+use crate::model::{AssertedBy, CanonicalAction, Decision, Fault, FaultComponent, FaultKind, RequesterContext, now_rfc3339};
+use crate::plugins::{Plugin, PluginHost, Settings, wit};
+use crate::policy::{Pdp, PolicyOutcome};
+use crate::receipts::ReceiptDraft;
+use crate::store::{Store, StoreError};
+
+/// JSON Schema of the canonical action (contract in `wit/schemas/`).
+const ACTION_SCHEMA: &str = include_str!("../../wit/schemas/canonical-action.v1.json");
+
+/// Most of a vendor reply kept in the receipt; larger bodies are recorded by
+/// hash only.
+const MAX_RECORDED_REPLY: usize = 64 * 1024;
+
+/// Errors the pipeline reports instead of a vendor reply.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// No integration of that name is configured.
+    #[error("unknown integration `{0}`")]
+    UnknownIntegration(String),
+    /// The integration's plugin is not loaded, so no vendor reply can be
+    /// formed; the caller answers with a plain error.
+    #[error("the plugin for integration `{0}` is not loaded")]
+    PluginMissing(String),
+    /// An `/v1/evaluate` body breaks the canonical action schema.
+    #[error("invalid canonical action: {0}")]
+    InvalidAction(String),
+    /// The receipt could not be written, so no decision can be given.
+    #[error("the decision could not be recorded: {0}")]
+    Unrecorded(#[from] StoreError),
+}
+
+/// One configured integration.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    /// Plugin serving it.
+    pub plugin: String,
+    /// Settings the plugin may read.
+    pub settings: Settings,
+}
+
+/// What goes back to a hook caller.
+#[derive(Debug)]
+pub struct HookReply {
+    /// The vendor reply.
+    pub response: wit::HttpResponse,
+    /// Receipt of the (most restrictive) decision, when one was written.
+    pub receipt_id: Option<String>,
+    /// The decision, when the request held one.
+    pub decision: Option<Decision>,
+}
+
+/// What goes back to an `/v1/evaluate` caller.
+#[derive(Debug, serde::Serialize)]
+pub struct EvaluateReply {
+    /// The decision.
+    pub decision: Decision,
+    /// Why.
+    pub reason: String,
+    /// The durable receipt.
+    pub receipt_id: String,
+    /// Rewritten parameters for MODIFY.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modified_parameters: Option<Map<String, Value>>,
+}
+
+/// A decided action on its way to a receipt.
+struct Decided {
+    action: CanonicalAction,
+    outcome: PolicyOutcome,
+    receipt_id: String,
+}
+
+/// The pipeline and the components it ties together.
+pub struct Pipeline {
+    plugins: Arc<PluginHost>,
+    pdp: Arc<Pdp>,
+    store: Store,
+    integrations: HashMap<String, Integration>,
+    action_schema: jsonschema::Validator,
+}
+
+impl Pipeline {
+    /// Tie the components together. Fails if the bundled schema is broken.
+    pub fn new(plugins: Arc<PluginHost>, pdp: Arc<Pdp>, store: Store, integrations: HashMap<String, Integration>) -> anyhow::Result<Self> {
+        let schema: Value = serde_json::from_str(ACTION_SCHEMA)?;
+        let action_schema = jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("action schema: {e}"))?;
+        Ok(Self { plugins, pdp, store, integrations, action_schema })
+    }
+
+    /// The store (for the review API).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The PDP (for the review API).
+    pub fn pdp(&self) -> &Pdp {
+        &self.pdp
+    }
+
+    /// Whether `name` is a configured integration.
+    pub fn has_integration(&self, name: &str) -> bool {
+        self.integrations.contains_key(name)
+    }
+
+    /// Govern one vendor hook request.
+    pub async fn handle_hook(&self, integration: &str, request: wit::HttpRequest) -> Result<HookReply, PipelineError> {
+        let config = self.integrations.get(integration).ok_or_else(|| PipelineError::UnknownIntegration(integration.to_owned()))?;
+        let plugin = self.plugins.get(&config.plugin).ok_or_else(|| PipelineError::PluginMissing(integration.to_owned()))?;
+        let settings = config.settings.clone();
+        let request = Arc::new(request);
+
+        // 1. Decode.
+        let decoded = match self.plugins.decode(&plugin, settings.clone(), request.clone()).await {
+            Ok(d) => d,
+            Err(fault) => return Ok(self.block_undecoded(integration, &plugin, &request, fault).await),
+        };
+        let requester = match requester_context(&decoded.requester) {
+            Ok(r) => r,
+            Err(fault) => return Ok(self.block_undecoded(integration, &plugin, &request, fault).await),
+        };
+
+        // 2. Context events first, so an intent in this request precedes its actions.
+        let mut actions = Vec::new();
+        let mut context_fault = None;
+        for event in decoded.events {
+            let (kind, data) = match event {
+                wit::Event::Action(a) => {
+                    actions.push(self.canonical_action(a, &requester, integration));
+                    continue;
+                }
+                wit::Event::Intent(i) => (EntryKind::Intent, json!({"text": i.text, "event_kind": i.event_kind})),
+                wit::Event::Observation(o) => (EntryKind::Observation, observation_data(&o)),
+                wit::Event::SessionStart(l) => (EntryKind::SessionStart, lifecycle_data(&l)),
+                wit::Event::SessionEnd(l) => (EntryKind::SessionEnd, lifecycle_data(&l)),
+                wit::Event::Other(l) => (EntryKind::Other, lifecycle_data(&l)),
+            };
+            let draft = EntryDraft { session_id: requester.session.clone(), kind, data };
+            if let Err(e) = self.store.append_entry(draft).await {
+                context_fault = Some(Fault::new(FaultComponent::Store, FaultKind::Unavailable, e.to_string()));
+            }
+        }
+
+        // 3. Decide.
+        let summary = self.store.session_summary(&requester.session);
+        let mut decided = Vec::with_capacity(actions.len());
+        for action in actions {
+            let receipt_id = uuid::Uuid::now_v7().to_string();
+            let outcome = match (&action, &summary, &context_fault) {
+                (Err(fault), _, _) | (_, _, Some(fault)) => fault_outcome(fault.clone()),
+                (_, Err(e), _) => fault_outcome(Fault::new(FaultComponent::Store, FaultKind::Unavailable, e.to_string())),
+                (Ok(a), Ok(s), None) => self.pdp.decide(a, s),
+            };
+            let action = action.unwrap_or_else(|_| placeholder_action(integration, &request, Some(&requester)));
+            decided.push(Decided { action, outcome, receipt_id });
+        }
+
+        // 4. Encode the most restrictive verdict.
+        let lead = decided.iter().max_by_key(|d| d.outcome.decision.severity());
+        let verdict = match lead {
+            Some(d) => wit::Verdict {
+                decision: to_wit(d.outcome.decision),
+                reason: d.outcome.reason.clone(),
+                receipt_id: Some(d.receipt_id.clone()),
+                modified_parameters_json: d.outcome.modified_parameters.as_ref().map(|p| Value::Object(p.clone()).to_string()),
+                fault: d.outcome.fault.is_some(),
+                decided: true,
+            },
+            None => match &context_fault {
+                None => wit::Verdict {
+                    decision: wit::Decision::Allow,
+                    reason: "recorded".to_owned(),
+                    receipt_id: None,
+                    modified_parameters_json: None,
+                    fault: false,
+                    decided: false,
+                },
+                Some(f) => wit::Verdict {
+                    decision: wit::Decision::Deny,
+                    reason: format!("blocked: the session context could not be recorded ({})", f.message),
+                    receipt_id: None,
+                    modified_parameters_json: None,
+                    fault: true,
+                    decided: false,
+                },
+            },
+        };
+        let lead_receipt = lead.map(|d| d.receipt_id.clone());
+        let response = match self.plugins.encode(&plugin, settings, request.clone(), verdict).await {
+            Ok(r) => r,
+            Err(fault) => {
+                // The plugin could not say it; the decision becomes a block.
+                for d in &mut decided {
+                    d.outcome = forced_deny(&d.outcome, fault.clone());
+                }
+                plugin.blocking_reply(&format!("blocked: {}", fault.message))
+            }
+        };
+        let decision = decided.iter().map(|d| d.outcome.decision).max_by_key(|d| d.severity());
+
+        // 5. Receipts, durable before the reply.
+        for d in decided {
+            let draft = receipt_draft(&self.pdp, &d, Some((&plugin, integration)), Some(&response), true);
+            if let Err(e) = self.store.append_receipt(draft).await {
+                tracing::error!(error = %e, "receipt not written; blocking");
+                return Ok(HookReply {
+                    response: plugin.blocking_reply(&format!("blocked: the decision could not be recorded ({e})")),
+                    receipt_id: None,
+                    decision: Some(Decision::Deny),
+                });
+            }
+        }
+        Ok(HookReply { response, receipt_id: lead_receipt, decision })
+    }
+
+    /// Block a request the plugin could not decode, with a receipt.
+    async fn block_undecoded(&self, integration: &str, plugin: &Plugin, request: &wit::HttpRequest, fault: Fault) -> HookReply {
+        let reason = format!("blocked: {}", fault.message);
+        let response = plugin.blocking_reply(&reason);
+        let d = Decided {
+            action: placeholder_action(integration, request, None),
+            outcome: fault_outcome(fault),
+            receipt_id: uuid::Uuid::now_v7().to_string(),
+        };
+        let draft = receipt_draft(&self.pdp, &d, Some((plugin, integration)), Some(&response), false);
+        let receipt_id = match self.store.append_receipt(draft).await {
+            Ok(_) => Some(d.receipt_id),
+            Err(e) => {
+                tracing::error!(error = %e, "fault receipt not written");
+                None
+            }
+        };
+        HookReply { response, receipt_id, decision: Some(Decision::Deny) }
+    }
+
+    /// Govern one action from an SDK-style caller.
+    pub async fn evaluate(&self, body: &Value) -> Result<EvaluateReply, PipelineError> {
+        let errors: Vec<String> = self.action_schema.iter_errors(body).take(5).map(|e| format!("{} at `{}`", e, e.instance_path)).collect();
+        if !errors.is_empty() {
+            return Err(PipelineError::InvalidAction(errors.join("; ")));
+        }
+        let input: EvaluateInput = serde_json::from_value(body.clone()).map_err(|e| PipelineError::InvalidAction(e.to_string()))?;
+        let action = input.into_action();
+        let outcome = match self.store.session_summary(&action.requester_context.session) {
+            Ok(s) => self.pdp.decide(&action, &s),
+            Err(e) => fault_outcome(Fault::new(FaultComponent::Store, FaultKind::Unavailable, e.to_string())),
+        };
+        let d = Decided { action, outcome, receipt_id: uuid::Uuid::now_v7().to_string() };
+        let draft = receipt_draft(&self.pdp, &d, None, None, true);
+        self.store.append_receipt(draft).await?;
+        Ok(EvaluateReply {
+            decision: d.outcome.decision,
+            reason: d.outcome.reason,
+            receipt_id: d.receipt_id,
+            modified_parameters: d.outcome.modified_parameters,
+        })
+    }
+
+    /// Turn a plugin's action into a canonical action, or a malformed fault.
+    fn canonical_action(&self, a: wit::Action, requester: &RequesterContext, integration: &str) -> Result<CanonicalAction, Fault> {
+        let parameters = match serde_json::from_str::<Value>(&a.parameters_json) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(plugin_malformed("action parameters-json is not a JSON object")),
+            Err(e) => return Err(plugin_malformed(&format!("action parameters-json is not JSON: {e}"))),
+        };
+        let action = CanonicalAction {
+            action_id: a.call_id.filter(|c| !c.is_empty() && c.len() <= 128).unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            timestamp: now_rfc3339(),
+            tool: a.tool,
+            operation: a.operation,
+            parameters,
+            resource: a.resource,
+            original_tool: a.original_tool,
+            event_kind: a.event_kind,
+            integration: integration.to_owned(),
+            requester_context: requester.clone(),
+        };
+        let value = serde_json::to_value(&action).map_err(|e| plugin_malformed(&e.to_string()))?;
+        if let Some(e) = self.action_schema.iter_errors(&value).next() {
+            return Err(plugin_malformed(&format!("action breaks the canonical schema: {e} at `{}`", e.instance_path)));
+        }
+        Ok(action)
+    }
+}
+
+fn plugin_malformed(message: &str) -> Fault {
+    Fault::new(FaultComponent::Plugin, FaultKind::Malformed, format!("plugin returned a malformed action: {message}"))
+}
+
+/// The requester context a plugin reported, marked as vendor-asserted.
+fn requester_context(r: &wit::Requester) -> Result<RequesterContext, Fault> {
+    let attributes = match serde_json::from_str::<Value>(&r.attributes_json) {
+        Ok(Value::Object(m)) => m,
+        Ok(Value::Null) => Map::new(),
+        _ => return Err(plugin_malformed("requester attributes-json is not a JSON object")),
+    };
+    if r.session.is_empty() || r.session.len() > 256 {
+        return Err(plugin_malformed("requester session must be 1 to 256 bytes"));
+    }
+    Ok(RequesterContext {
+        session: r.session.clone(),
+        human: r.human.clone(),
+        agent: r.agent.clone(),
+        service: r.service.clone(),
+        roles: r.roles.clone(),
+        scope: r.scope.clone(),
+        delegation_chain: r.delegation_chain.clone(),
+        asserted_by: AssertedBy::Vendor,
+        attributes,
+    })
+}
+
+/// Stand-in action for a request that never became one: it records which
+/// request it was (digest and size), never its content.
+fn placeholder_action(integration: &str, request: &wit::HttpRequest, requester: Option<&RequesterContext>) -> CanonicalAction {
+    let mut parameters = Map::new();
+    parameters.insert("request_sha256".to_owned(), Value::String(hex::encode(Sha256::digest(&request.body))));
+    parameters.insert("request_bytes".to_owned(), Value::from(request.body.len()));
+    CanonicalAction {
+        action_id: uuid::Uuid::now_v7().to_string(),
+        timestamp: now_rfc3339(),
+        tool: "unknown".to_owned(),
+        operation: "unknown".to_owned(),
+        parameters,
+        resource: None,
+        original_tool: String::new(),
+        event_kind: String::new(),
+        integration: integration.to_owned(),
+        requester_context: requester.cloned().unwrap_or(RequesterContext {
+            session: "unknown".to_owned(),
+            human: None,
+            agent: None,
+            service: None,
+            roles: Vec::new(),
+            scope: Vec::new(),
+            delegation_chain: Vec::new(),
+            asserted_by: AssertedBy::Vendor,
+            attributes: Map::new(),
+        }),
+    }
+}
+
+fn fault_outcome(fault: Fault) -> PolicyOutcome {
+    PolicyOutcome {
+        decision: Decision::Deny,
+        classification: None,
+        reason: format!("blocked: {}", fault.message),
+        policy_ids: Vec::new(),
+        signals: Vec::new(),
+        data_classes: Vec::new(),
+        context_hash: String::new(),
+        modified_parameters: None,
+        fault: Some(fault),
+    }
+}
+
+/// Keep the evaluation facts, but force a block because of `fault`.
+fn forced_deny(outcome: &PolicyOutcome, fault: Fault) -> PolicyOutcome {
+    PolicyOutcome {
+        decision: Decision::Deny,
+        reason: format!("blocked: {} (policy said {}: {})", fault.message, outcome.decision.as_str(), outcome.reason),
+        modified_parameters: None,
+        fault: Some(fault),
+        ..outcome.clone()
+    }
+}
+
+fn to_wit(d: Decision) -> wit::Decision {
+    match d {
+        Decision::Allow => wit::Decision::Allow,
+        Decision::Deny => wit::Decision::Deny,
+        Decision::Modify => wit::Decision::Modify,
+        Decision::StepUp => wit::Decision::StepUp,
+        Decision::Defer => wit::Decision::Defer,
+    }
+}
+
+fn observation_data(o: &wit::Observation) -> Value {
+    let output: Value = serde_json::from_str(&o.output_json).unwrap_or_else(|_| Value::String(o.output_json.clone()));
+    json!({
+        "tool": o.tool, "operation": o.operation, "original_tool": o.original_tool,
+        "event_kind": o.event_kind, "call_id": o.call_id,
+        // The output itself is large and may hold secrets: the log keeps its
+        // digest and size; classification of outputs reads it before this.
+        "output_sha256": hex::encode(Sha256::digest(output.to_string().as_bytes())),
+        "output_bytes": o.output_json.len(),
+    })
+}
+
+fn lifecycle_data(l: &wit::Lifecycle) -> Value {
+    let detail: Value = serde_json::from_str(&l.detail_json).unwrap_or(Value::Null);
+    json!({"event_kind": l.event_kind, "detail": detail})
+}
+
+/// Build the receipt body for a decided action.
+fn receipt_draft(pdp: &Pdp, d: &Decided, plugin: Option<(&Plugin, &str)>, reply: Option<&wit::HttpResponse>, log_entry: bool) -> ReceiptDraft {
+    let o = &d.outcome;
+    let pack = pdp.pack().identity();
+    let mut body = Map::new();
+    body.insert("action".to_owned(), serde_json::to_value(&d.action).unwrap_or(Value::Null));
+    body.insert(
+        "decision".to_owned(),
+        json!({
+            "result": o.decision,
+            "classification": o.classification,
+            "reason": o.reason,
+            "policy": {"policy_ids": o.policy_ids, "version": pack.version, "hash": pack.hash, "pack": pack.pack},
+            "scores": {},
+            "signals": o.signals,
+            "data_classes": o.data_classes,
+            "modified_parameters": o.modified_parameters,
+            "fault": o.fault,
+        }),
+    );
+    body.insert("context".to_owned(), json!({"context_hash": o.context_hash}));
+    body.insert("approval".to_owned(), Value::Null);
+    body.insert("deferral".to_owned(), Value::Null);
+    let vendor = match plugin {
+        Some((p, integration)) => json!({
+            "integration": integration,
+            "plugin": p.name,
+            "plugin_version": p.version,
+            "plugin_digest": p.digest,
+            "event_kind": d.action.event_kind,
+            "reply": reply.map(recorded_reply),
+        }),
+        None => json!({"integration": d.action.integration, "plugin": null, "plugin_version": null, "plugin_digest": null,
+                       "event_kind": d.action.event_kind, "reply": null}),
+    };
+    body.insert("vendor".to_owned(), vendor);
+    let rc = &d.action.requester_context;
+    let entry = log_entry.then(|| EntryDraft {
+        session_id: rc.session.clone(),
+        kind: EntryKind::Action,
+        data: json!({
+            "receipt_id": d.receipt_id, "action_id": d.action.action_id,
+            "tool": d.action.tool, "operation": d.action.operation, "original_tool": d.action.original_tool,
+            "decision": o.decision, "policy_ids": o.policy_ids, "signals": o.signals, "data_classes": o.data_classes,
+        }),
+    });
+    ReceiptDraft {
+        receipt_id: d.receipt_id.clone(),
+        body,
+        session: rc.session.clone(),
+        agent: rc.agent.clone().unwrap_or_default(),
+        decision: o.decision.as_str().to_owned(),
+        entry,
+    }
+}
+
+fn recorded_reply(r: &wit::HttpResponse) -> Value {
+    let body = if r.body.len() > MAX_RECORDED_REPLY {
+        json!({"sha256": hex::encode(Sha256::digest(&r.body)), "bytes": r.body.len()})
+    } else {
+        serde_json::from_slice(&r.body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into_owned()))
+    };
+    json!({"status": r.status, "body": body})
+}
+
+/// `/v1/evaluate` body after schema validation.
+#[derive(Debug, Deserialize)]
+struct EvaluateInput {
+    action_id: Option<String>,
+    timestamp: Option<String>,
+    tool: String,
+    operation: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    resource: Option<String>,
+    original_tool: Option<String>,
+    event_kind: Option<String>,
+    integration: Option<String>,
+    requester_context: EvaluateRequester,
+}
+
+#[derive(Debug, Deserialize)]
+struct EvaluateRequester {
+    session: String,
+    human: Option<String>,
+    agent: Option<String>,
+    service: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    scope: Vec<String>,
+    #[serde(default)]
+    delegation_chain: Vec<String>,
+    #[serde(default)]
+    attributes: Map<String, Value>,
+}
+
+impl EvaluateInput {
+    fn into_action(self) -> CanonicalAction {
+        let r = self.requester_context;
+        CanonicalAction {
+            action_id: self.action_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            timestamp: self.timestamp.unwrap_or_else(now_rfc3339),
+            original_tool: self.original_tool.unwrap_or_else(|| self.tool.clone()),
+            tool: self.tool,
+            operation: self.operation,
+            parameters: self.parameters,
+            resource: self.resource,
+            event_kind: self.event_kind.unwrap_or_else(|| "evaluate".to_owned()),
+            integration: self.integration.unwrap_or_else(|| "sdk".to_owned()),
+            requester_context: RequesterContext {
+                session: r.session,
+                human: r.human,
+                agent: r.agent,
+                service: r.service,
+                roles: r.roles,
+                scope: r.scope,
+                delegation_chain: r.delegation_chain,
+                // Whatever the body claims, an SDK caller asserted it.
+                asserted_by: AssertedBy::Caller,
+                attributes: r.attributes,
+            },
+        }
+    }
+}
+
+/// Build the integration table from config.
+pub fn integrations(config: &BTreeMap<String, crate::config::IntegrationConfig>) -> HashMap<String, Integration> {
+    config
+        .iter()
+        .map(|(name, c)| (name.clone(), Integration { plugin: c.plugin.clone(), settings: Arc::new(c.settings.clone()) }))
+        .collect()
+}

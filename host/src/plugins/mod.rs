@@ -1,0 +1,474 @@
+//! Plugin runtime: adapter components on wasmtime.
+//!
+//! One process-wide [`Engine`] with the pooling allocator and epoch
+//! interruption. Each plugin is compiled once at load into an
+//! [`bindings::AdapterPre`] (imports resolved and type-checked off the hot
+//! path); every call gets a fresh [`Store`] and instance from the pool, a
+//! memory cap enforced by a [`ResourceLimiter`], and an epoch deadline. A
+//! semaphore with as many permits as pool slots makes a full pool a wait, not
+//! an instantiation error.
+//!
+//! Sandbox: the guest gets the `arbiter:plugin` imports (log, config, clock)
+//! and an empty WASI context — `WasiCtxBuilder::new()` defaults: no preopened
+//! directories, no environment, no arguments, stdin closed, stdout/stderr
+//! discarded, every socket address denied. Rust's `wasm32-wasip2` standard
+//! library imports WASI interfaces, so they are linked, but nothing reachable
+//! through them leaves the sandbox.
+//!
+//! Every failure of a call (trap, deadline, memory cap, output that breaks
+//! the contract) comes back as a [`Fault`], which the pipeline turns into a
+//! blocking reply and a receipt.
+
+#[allow(missing_docs, reason = "generated from the WIT, whose docs they carry")]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit/plugin/v0.1.0",
+        world: "adapter",
+    });
+}
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::config::PluginLimits;
+use crate::model::{Fault, FaultComponent, FaultKind};
+
+pub use bindings::arbiter::plugin::types as wit;
+use bindings::arbiter::plugin::{clock, config as wit_config, log as wit_log};
+
+/// Epoch tick length. Deadlines are whole ticks, so this is their
+/// resolution; a 1 ms ticker costs one atomic increment per millisecond.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Events one decode may return. A hook carries one event; a few hundred is
+/// already abuse.
+const MAX_EVENTS: usize = 64;
+
+/// Largest reply body a plugin may produce: the vendor never needs more.
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
+
+/// Log messages a plugin may emit per call, and their longest length.
+const MAX_LOGS_PER_CALL: u32 = 32;
+const MAX_LOG_BYTES: usize = 4096;
+
+/// Settings of one integration, readable by its plugin.
+pub type Settings = Arc<BTreeMap<String, String>>;
+
+/// Errors while loading a plugin. A plugin that fails to load is not served.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The engine could not be configured.
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The bytes are not a valid component, or it does not implement the
+    /// `arbiter:plugin@0.1.0` adapter world.
+    #[error("plugin `{origin}` is not a valid arbiter:plugin@0.1.0 adapter component: {reason}")]
+    Invalid {
+        /// File or bundled name.
+        origin: String,
+        /// Why.
+        reason: String,
+    },
+    /// `describe` failed or returned something unusable.
+    #[error("plugin `{origin}` failed its self-description: {reason}")]
+    Describe {
+        /// File or bundled name.
+        origin: String,
+        /// Why.
+        reason: String,
+    },
+    /// The plugin directory could not be read.
+    #[error("cannot read plugin directory `{path}`: {source}")]
+    Io {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A loaded plugin: compiled, linked, described.
+pub struct Plugin {
+    /// Name from `describe`.
+    pub name: String,
+    /// Version from `describe`.
+    pub version: String,
+    /// `sha256:<hex>` of the component bytes.
+    pub digest: String,
+    /// Where it came from (`bundled` or a file path).
+    pub origin: String,
+    /// Its self-description.
+    pub info: wit::PluginInfo,
+    pre: bindings::AdapterPre<PluginState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("version", &self.version).field("digest", &self.digest).finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// The reply that blocks the action when the plugin itself cannot
+    /// produce one; `{{reason}}` strings in its JSON body become `reason`.
+    pub fn blocking_reply(&self, reason: &str) -> wit::HttpResponse {
+        let template = &self.info.blocking_reply;
+        let body = match serde_json::from_slice::<Value>(&template.body) {
+            Ok(mut v) => {
+                fill_reason(&mut v, reason);
+                serde_json::to_vec(&v).unwrap_or_default()
+            }
+            Err(_) => template.body.clone(),
+        };
+        wit::HttpResponse { status: template.status, headers: template.headers.clone(), body }
+    }
+}
+
+fn fill_reason(v: &mut Value, reason: &str) {
+    match v {
+        Value::String(s) if s.contains("{{reason}}") => *s = s.replace("{{reason}}", reason),
+        Value::Array(items) => items.iter_mut().for_each(|i| fill_reason(i, reason)),
+        Value::Object(map) => map.values_mut().for_each(|i| fill_reason(i, reason)),
+        _ => {}
+    }
+}
+
+/// Per-call store data.
+struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryCap,
+    settings: Settings,
+    plugin: Arc<str>,
+    logs: u32,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Caps linear memory (and tables) of one instance, and remembers whether
+/// the cap was hit so the fault can be named.
+///
+/// Does not bound CPU (the epoch deadline does) or host-side allocations
+/// made on the guest's behalf (the imports bound their own sizes).
+struct MemoryCap {
+    max_bytes: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> anyhow::Result<bool> {
+        if desired > self.max_bytes {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> anyhow::Result<bool> {
+        // Adapters need a handful of function-table slots; 64 Ki is generous.
+        Ok(desired <= 65_536)
+    }
+}
+
+impl wit::Host for PluginState {}
+
+impl wit_log::Host for PluginState {
+    fn log(&mut self, level: wit_log::Level, message: String) {
+        self.logs += 1;
+        if self.logs > MAX_LOGS_PER_CALL {
+            return;
+        }
+        let mut message = message;
+        if message.len() > MAX_LOG_BYTES {
+            let end = (0..=MAX_LOG_BYTES).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+            message.truncate(end);
+        }
+        let plugin = &*self.plugin;
+        match level {
+            wit_log::Level::Trace => tracing::trace!(plugin, "{message}"),
+            wit_log::Level::Debug => tracing::debug!(plugin, "{message}"),
+            wit_log::Level::Info => tracing::info!(plugin, "{message}"),
+            wit_log::Level::Warn => tracing::warn!(plugin, "{message}"),
+            wit_log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl wit_config::Host for PluginState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.settings.get(&key).cloned()
+    }
+}
+
+impl clock::Host for PluginState {
+    fn now_millis(&mut self) -> u64 {
+        u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+    }
+}
+
+/// Advances the engine's epoch every [`TICK`]. Holds only a weak reference,
+/// so it ends by itself when the engine is dropped.
+struct EpochTicker;
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> Result<Self, LoadError> {
+        let engine = engine.weak();
+        std::thread::Builder::new()
+            .name("arbiter-epoch".to_owned())
+            .spawn(move || {
+                while let Some(engine) = engine.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        Ok(Self)
+    }
+}
+
+/// The plugin host: engine, linker, loaded plugins.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    plugins: RwLock<HashMap<String, Arc<Plugin>>>,
+    limits: PluginLimits,
+    slots: Arc<tokio::sync::Semaphore>,
+    _ticker: EpochTicker,
+}
+
+impl PluginHost {
+    /// Build the engine and linker for `limits`.
+    pub fn new(limits: &PluginLimits) -> Result<Self, LoadError> {
+        let engine_err = |e: anyhow::Error| LoadError::Engine(format!("{e:#}"));
+        let memory_bytes = usize::try_from(limits.memory_limit_mib * 1024 * 1024).unwrap_or(usize::MAX);
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust wasm32-wasip2 component holds a few core instances (the
+        // program, the WASI adapter, shims), two memories and a few tables.
+        // Per-component caps leave headroom; totals scale with the slots.
+        pool.total_component_instances(limits.max_instances)
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .total_core_instances(limits.max_instances.saturating_mul(16))
+            .total_memories(limits.max_instances.saturating_mul(4))
+            .total_tables(limits.max_instances.saturating_mul(8))
+            .max_memory_size(memory_bytes);
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(engine_err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        bindings::Adapter::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s).map_err(engine_err)?;
+        let ticker = EpochTicker::start(&engine)?;
+        Ok(Self {
+            engine,
+            linker,
+            plugins: RwLock::new(HashMap::new()),
+            limits: limits.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(usize::try_from(limits.max_instances).unwrap_or(1))),
+            _ticker: ticker,
+        })
+    }
+
+    /// Compile, link and describe a component, then register it under its
+    /// name (replacing a plugin of the same name). CPU-bound: call from a
+    /// blocking thread.
+    pub fn load(&self, origin: &str, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        let invalid = |reason: String| LoadError::Invalid { origin: origin.to_owned(), reason };
+        // Parse the whole binary before compiling so malformed bytes are an
+        // error here, not a surprise deeper in the compiler.
+        check_header(bytes).map_err(invalid)?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = bindings::AdapterPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let describe_err = |reason: String| LoadError::Describe { origin: origin.to_owned(), reason };
+        let mut store = self.store(origin, Arc::new(BTreeMap::new()));
+        let instance = pre.instantiate(&mut store).map_err(|e| describe_err(format!("{e:#}")))?;
+        let info = instance.call_describe(&mut store).map_err(|e| describe_err(classify(&e, &store).message))?;
+        if info.name.is_empty() || !info.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(describe_err(format!("plugin name `{}` must be [A-Za-z0-9_-]+", info.name)));
+        }
+        if serde_json::from_slice::<Value>(&info.blocking_reply.body).is_err() {
+            return Err(describe_err("blocking-reply body is not JSON".to_owned()));
+        }
+        let plugin = Arc::new(Plugin {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            digest,
+            origin: origin.to_owned(),
+            info,
+            pre,
+        });
+        let mut plugins = self.plugins.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = plugins.insert(plugin.name.clone(), plugin.clone()) {
+            tracing::warn!(plugin = %plugin.name, replaced = %old.origin, by = %origin, "plugin replaced");
+        }
+        tracing::info!(plugin = %plugin.name, version = %plugin.version, digest = %plugin.digest, %origin, "plugin loaded");
+        Ok(plugin)
+    }
+
+    /// Load every `*.wasm` file of `dir` (missing dir = nothing to load).
+    pub fn load_dir(&self, dir: &Path) -> Result<Vec<Arc<Plugin>>, LoadError> {
+        let io = |source| LoadError::Io { path: dir.display().to_string(), source };
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut paths: Vec<_> = std::fs::read_dir(dir).map_err(io)?.filter_map(Result::ok).map(|e| e.path()).collect();
+        paths.sort();
+        let mut loaded = Vec::new();
+        for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "wasm")) {
+            let bytes = std::fs::read(&path).map_err(io)?;
+            loaded.push(self.load(&path.display().to_string(), &bytes)?);
+        }
+        Ok(loaded)
+    }
+
+    /// The plugin registered under `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.plugins.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// All loaded plugins.
+    pub fn list(&self) -> Vec<Arc<Plugin>> {
+        let mut all: Vec<_> = self.plugins.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    fn store(&self, plugin: &str, settings: Settings) -> Store<PluginState> {
+        new_store(&self.engine, &self.limits, plugin, settings)
+    }
+
+    /// Run `decode` in a fresh instance and check its output.
+    pub async fn decode(&self, plugin: &Arc<Plugin>, settings: Settings, request: Arc<wit::HttpRequest>) -> Result<wit::Decoded, Fault> {
+        let result = self.call(plugin, settings, move |store, adapter| adapter.call_decode(store, &request)).await?;
+        match result {
+            Ok(decoded) => {
+                if decoded.events.len() > MAX_EVENTS {
+                    return Err(malformed(format!("decode returned {} events; at most {MAX_EVENTS} are allowed", decoded.events.len())));
+                }
+                Ok(decoded)
+            }
+            Err(wit::DecodeError::Malformed(m)) => {
+                Err(Fault::new(FaultComponent::Plugin, FaultKind::Rejected, format!("the request is not a valid vendor payload: {m}")))
+            }
+            Err(wit::DecodeError::Unsupported(m)) => {
+                Err(Fault::new(FaultComponent::Plugin, FaultKind::Rejected, format!("the plugin does not support this request: {m}")))
+            }
+        }
+    }
+
+    /// Run `encode` in a fresh instance and check its output.
+    pub async fn encode(
+        &self,
+        plugin: &Arc<Plugin>,
+        settings: Settings,
+        request: Arc<wit::HttpRequest>,
+        verdict: wit::Verdict,
+    ) -> Result<wit::HttpResponse, Fault> {
+        let reply = self.call(plugin, settings, move |store, adapter| adapter.call_encode(store, &request, &verdict)).await?;
+        if !(200..=599).contains(&reply.status) {
+            return Err(malformed(format!("encode returned HTTP status {}", reply.status)));
+        }
+        if reply.body.len() > MAX_REPLY_BYTES {
+            return Err(malformed(format!("encode returned a {} byte body; the limit is {MAX_REPLY_BYTES}", reply.body.len())));
+        }
+        Ok(reply)
+    }
+
+    /// Instantiate `plugin` in a fresh store and run `f` on a blocking
+    /// thread: guest code must not run on an async worker (a spinning guest
+    /// would stall it until its deadline, and WASI's sync bindings block on
+    /// the runtime internally).
+    async fn call<R: Send + 'static>(
+        &self,
+        plugin: &Arc<Plugin>,
+        settings: Settings,
+        f: impl FnOnce(&mut Store<PluginState>, &bindings::Adapter) -> wasmtime::Result<R> + Send + 'static,
+    ) -> Result<R, Fault> {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Fault::new(FaultComponent::Plugin, FaultKind::Unavailable, "the plugin runtime is shutting down"))?;
+        let engine = self.engine.clone();
+        let limits = self.limits.clone();
+        let plugin = plugin.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut store = new_store(&engine, &limits, &plugin.name, settings);
+            let adapter = plugin.pre.instantiate(&mut store).map_err(|e| classify(&e, &store))?;
+            f(&mut store, &adapter).map_err(|e| classify(&e, &store))
+        })
+        .await
+        .map_err(|e| Fault::new(FaultComponent::Plugin, FaultKind::Unavailable, format!("plugin call did not complete: {e}")))?
+    }
+}
+
+fn new_store(engine: &Engine, limits: &PluginLimits, plugin: &str, settings: Settings) -> Store<PluginState> {
+    let state = PluginState {
+        wasi: WasiCtx::builder().build(),
+        table: ResourceTable::new(),
+        limiter: MemoryCap {
+            max_bytes: usize::try_from(limits.memory_limit_mib * 1024 * 1024).unwrap_or(usize::MAX),
+            exceeded: false,
+        },
+        settings,
+        plugin: Arc::from(plugin),
+        logs: 0,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    // +1: the current tick may be about to end.
+    store.set_epoch_deadline(limits.deadline_ms + 1);
+    store.epoch_deadline_trap();
+    store
+}
+
+fn malformed(message: String) -> Fault {
+    Fault::new(FaultComponent::Plugin, FaultKind::Malformed, message)
+}
+
+/// Name a failed call: memory cap, deadline, or another trap.
+fn classify(error: &anyhow::Error, store: &Store<PluginState>) -> Fault {
+    let first = format!("{error:#}").lines().next().unwrap_or_default().to_owned();
+    let cap = store.data().limiter.max_bytes / (1024 * 1024);
+    if store.data().limiter.exceeded {
+        return Fault::new(FaultComponent::Plugin, FaultKind::Memory, format!("plugin tried to grow its memory past the {cap} MiB cap"));
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Fault::new(FaultComponent::Plugin, FaultKind::Deadline, "plugin call overran its deadline"),
+        Some(trap) => Fault::new(FaultComponent::Plugin, FaultKind::Trap, format!("plugin trapped: {trap}")),
+        None => Fault::new(FaultComponent::Plugin, FaultKind::Trap, format!("plugin call failed: {first}")),
+    }
+}
+
+/// Refuse core modules and non-WebAssembly files with a clear message
+/// before the compiler sees them.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    const COMPONENT_MAGIC: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+    if bytes.len() < 8 || bytes.get(..8) != Some(&COMPONENT_MAGIC[..]) {
+        return Err("not a WebAssembly component (bad header; core modules are not plugins)".to_owned());
+    }
+    Ok(())
+}
+
+/// Plugins compiled into the binary by `build.rs` (`(name, component bytes)`).
+pub mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled_plugins.rs"));
+}

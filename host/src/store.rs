@@ -1,0 +1,483 @@
+//! Durable state in fjall: receipts with their indexes, and session logs.
+//!
+//! One writer thread owns every write. It takes whatever jobs are queued
+//! (up to `max_batch`), chains and signs them, commits them as one fjall
+//! batch and makes the journal durable with one fsync (`PersistMode::SyncAll`)
+//! before any caller hears back — group commit: a receipt is durable before
+//! its hook reply is sent, and many receipts share one fsync.
+//!
+//! What a crash leaves: a batch is either wholly in the journal (and so
+//! recovered on open) or absent; no caller was answered for an absent one.
+//! If a commit or fsync fails, the writer is poisoned and refuses every later
+//! job, so the service fails closed rather than answering without a receipt
+//! (fjall's own advice after a failed flush).
+//!
+//! Readers use the partitions directly; fjall handles are thread-safe.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+
+use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use crate::context::{Entry, EntryDraft, SessionSummary};
+use crate::credentials::ReceiptKey;
+use crate::model::{Decision, format_rfc3339};
+use crate::receipts::{ChainHead, ReceiptDraft, seal};
+
+/// Jobs waiting for the writer before new ones are refused. At ~5 µs of
+/// queue memory per job this bounds the queue to a few MiB, and a full queue
+/// means the disk cannot keep up: refusing (and so blocking the action) is
+/// the fail-closed answer.
+const QUEUE_CAPACITY: usize = 16_384;
+
+/// Session summaries kept in the writer's memory before the cache is reset.
+const SUMMARY_CACHE: usize = 50_000;
+
+/// Rows a single list request may scan before it returns a cursor.
+const MAX_SCAN: usize = 100_000;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// fjall failed.
+    #[error("storage error: {0}")]
+    Fjall(#[from] fjall::Error),
+    /// A previous write failed; the store refuses writes until restarted.
+    #[error("the store is poisoned after a failed write; restart Arbiter")]
+    Poisoned,
+    /// The writer's queue is full or the writer is gone.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(&'static str),
+    /// Stored bytes do not parse.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// A receipt could not be sealed.
+    #[error(transparent)]
+    Seal(#[from] crate::receipts::SealError),
+}
+
+/// The fjall partitions.
+#[derive(Clone)]
+struct Parts {
+    keyspace: Keyspace,
+    /// seq (u64 BE) → receipt JCS bytes.
+    receipts: PartitionHandle,
+    /// receipt_id → seq.
+    receipt_ids: PartitionHandle,
+    /// lp(session) ‖ seq → ().
+    by_session: PartitionHandle,
+    /// lp(agent) ‖ seq → ().
+    by_agent: PartitionHandle,
+    /// decision code ‖ seq → ().
+    by_decision: PartitionHandle,
+    /// issued_at millis (u64 BE) ‖ seq → ().
+    by_time: PartitionHandle,
+    /// session → summary JSON.
+    sessions: PartitionHandle,
+    /// lp(session) ‖ entry seq → entry JSON.
+    session_log: PartitionHandle,
+}
+
+/// Handle to the store: reads directly, writes through the writer thread.
+#[derive(Clone)]
+pub struct Store {
+    parts: Parts,
+    tx: mpsc::SyncSender<Job>,
+    poisoned: Arc<AtomicBool>,
+}
+
+/// What a committed receipt looks like to the caller.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Chain seq.
+    pub seq: u64,
+    /// Session-log seq of the action entry, if any.
+    pub session_seq: Option<u64>,
+}
+
+enum Job {
+    Receipt(Box<ReceiptDraft>, oneshot::Sender<Result<Committed, StoreError>>),
+    Entry(EntryDraft, oneshot::Sender<Result<Entry, StoreError>>),
+}
+
+/// Filters of a receipt listing.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiptQuery {
+    /// Only this session.
+    pub session_id: Option<String>,
+    /// Only this agent.
+    pub agent: Option<String>,
+    /// Only this decision.
+    pub decision: Option<Decision>,
+    /// Issued at or after (Unix ms).
+    pub since_ms: Option<u64>,
+    /// Issued at or before (Unix ms).
+    pub until_ms: Option<u64>,
+    /// Start at this seq (from a cursor).
+    pub from_seq: u64,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// One page of receipts.
+#[derive(Debug)]
+pub struct ReceiptPage {
+    /// Receipts as stored (JSON values).
+    pub receipts: Vec<Value>,
+    /// Seq to continue from, when more may follow.
+    pub next_seq: Option<u64>,
+}
+
+fn lp(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    let mut out = Vec::with_capacity(2 + bytes.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes.get(..usize::from(len)).unwrap_or(bytes));
+    out
+}
+
+fn cat(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(a.len() + b.len());
+    v.extend_from_slice(a);
+    v.extend_from_slice(b);
+    v
+}
+
+fn decision_code(d: &str) -> u8 {
+    Decision::parse(d).map_or(0xff, |d| d.severity())
+}
+
+fn seq_suffix(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+impl Store {
+    /// Open (or create) the store under `dir` and start the writer thread.
+    pub fn open(dir: &Path, key: Arc<ReceiptKey>, max_batch: usize) -> Result<Self, StoreError> {
+        let keyspace = fjall::Config::new(dir).open()?;
+        let open = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default());
+        let parts = Parts {
+            receipts: open("receipts")?,
+            receipt_ids: open("receipt_ids")?,
+            by_session: open("by_session")?,
+            by_agent: open("by_agent")?,
+            by_decision: open("by_decision")?,
+            by_time: open("by_time")?,
+            sessions: open("sessions")?,
+            session_log: open("session_log")?,
+            keyspace,
+        };
+        // The chain resumes from the last durable receipt.
+        let head = match parts.receipts.last_key_value()? {
+            None => ChainHead::genesis(),
+            Some((k, v)) => {
+                let seq = seq_suffix(&k).ok_or_else(|| StoreError::Corrupt("bad receipt key".to_owned()))?;
+                ChainHead { next_seq: seq + 1, prev_hash: hex::encode(Sha256::digest(&v)) }
+            }
+        };
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let mut writer = Writer {
+            parts: parts.clone(),
+            key,
+            head,
+            last_ms: 0,
+            summaries: HashMap::new(),
+            max_batch,
+            poisoned: poisoned.clone(),
+        };
+        std::thread::Builder::new()
+            .name("arbiter-writer".to_owned())
+            .spawn(move || writer.run(&rx))
+            .map_err(|_| StoreError::Unavailable("cannot start the writer thread"))?;
+        Ok(Self { parts, tx, poisoned })
+    }
+
+    /// Whether writes are accepted.
+    pub fn is_healthy(&self) -> bool {
+        !self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Seal, store and fsync a receipt. Resolves only once it is durable.
+    pub async fn append_receipt(&self, draft: ReceiptDraft) -> Result<Committed, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Receipt(Box::new(draft), tx))?;
+        rx.await.map_err(|_| StoreError::Unavailable("the writer stopped"))?
+    }
+
+    /// Append a session-log entry that carries no decision.
+    pub async fn append_entry(&self, draft: EntryDraft) -> Result<Entry, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Entry(draft, tx))?;
+        rx.await.map_err(|_| StoreError::Unavailable("the writer stopped"))?
+    }
+
+    fn submit(&self, job: Job) -> Result<(), StoreError> {
+        if !self.is_healthy() {
+            return Err(StoreError::Poisoned);
+        }
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => StoreError::Unavailable("the write queue is full"),
+            mpsc::TrySendError::Disconnected(_) => StoreError::Unavailable("the writer stopped"),
+        })
+    }
+
+    /// A session's summary (empty for an unknown session).
+    pub fn session_summary(&self, session: &str) -> Result<SessionSummary, StoreError> {
+        match self.parts.sessions.get(session.as_bytes())? {
+            None => Ok(SessionSummary::new(session)),
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
+    /// A session's entries in order.
+    pub fn session_entries(&self, session: &str) -> Result<Vec<Entry>, StoreError> {
+        self.parts
+            .session_log
+            .prefix(lp(session))
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// One receipt by id.
+    pub fn receipt(&self, receipt_id: &str) -> Result<Option<Value>, StoreError> {
+        let Some(seq) = self.parts.receipt_ids.get(receipt_id.as_bytes())? else {
+            return Ok(None);
+        };
+        self.receipt_at(&seq)
+    }
+
+    fn receipt_at(&self, seq_key: &[u8]) -> Result<Option<Value>, StoreError> {
+        match self.parts.receipts.get(seq_key)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
+    /// Number of receipts (the chain's next seq).
+    pub fn receipt_count(&self) -> Result<u64, StoreError> {
+        Ok(match self.parts.receipts.last_key_value()? {
+            None => 0,
+            Some((k, _)) => seq_suffix(&k).map_or(0, |s| s + 1),
+        })
+    }
+
+    /// List receipts in chain order, using the most selective index.
+    pub fn list_receipts(&self, q: &ReceiptQuery) -> Result<ReceiptPage, StoreError> {
+        let mut from = q.from_seq;
+        if let Some(since) = q.since_ms
+            && let Some(kv) = self.parts.by_time.range(since.to_be_bytes().to_vec()..).next()
+        {
+            let (k, _) = kv?;
+            from = from.max(seq_suffix(&k).unwrap_or(0));
+        }
+        let seqs: Box<dyn Iterator<Item = Result<u64, StoreError>>> = {
+            let index = |part: &PartitionHandle, prefix: Vec<u8>| -> Box<dyn Iterator<Item = Result<u64, StoreError>>> {
+                let start = cat(&prefix, &from.to_be_bytes());
+                let end = cat(&prefix, &u64::MAX.to_be_bytes());
+                Box::new(part.range(start..=end).map(|kv| {
+                    let (k, _) = kv?;
+                    seq_suffix(&k).ok_or_else(|| StoreError::Corrupt("bad index key".to_owned()))
+                }))
+            };
+            if let Some(s) = &q.session_id {
+                index(&self.parts.by_session, lp(s))
+            } else if let Some(a) = &q.agent {
+                index(&self.parts.by_agent, lp(a))
+            } else if let Some(d) = q.decision {
+                index(&self.parts.by_decision, vec![d.severity()])
+            } else {
+                Box::new(self.parts.receipts.range(from.to_be_bytes().to_vec()..).map(|kv| {
+                    let (k, _) = kv?;
+                    seq_suffix(&k).ok_or_else(|| StoreError::Corrupt("bad receipt key".to_owned()))
+                }))
+            }
+        };
+        let mut receipts = Vec::new();
+        let mut scanned = 0usize;
+        for seq in seqs {
+            let seq = seq?;
+            scanned += 1;
+            let Some(r) = self.receipt_at(&seq.to_be_bytes())? else { continue };
+            let at = r.get("issued_at").and_then(Value::as_str).and_then(parse_ms);
+            if q.until_ms.is_some_and(|u| at.is_some_and(|t| t > u)) {
+                // issued_at never decreases along the chain: nothing later matches.
+                return Ok(ReceiptPage { receipts, next_seq: None });
+            }
+            let keep = q.since_ms.is_none_or(|s| at.is_some_and(|t| t >= s))
+                && q.session_id.as_deref().is_none_or(|s| r.pointer("/action/requester_context/session").and_then(Value::as_str) == Some(s))
+                && q.agent.as_deref().is_none_or(|a| r.pointer("/action/requester_context/agent").and_then(Value::as_str) == Some(a))
+                && q.decision.is_none_or(|d| r.pointer("/decision/result").and_then(Value::as_str) == Some(d.as_str()));
+            if keep {
+                receipts.push(r);
+                if receipts.len() >= q.limit {
+                    return Ok(ReceiptPage { receipts, next_seq: Some(seq + 1) });
+                }
+            }
+            if scanned >= MAX_SCAN {
+                return Ok(ReceiptPage { receipts, next_seq: Some(seq + 1) });
+            }
+        }
+        Ok(ReceiptPage { receipts, next_seq: None })
+    }
+}
+
+/// Parse RFC 3339 into Unix milliseconds.
+pub fn parse_ms(s: &str) -> Option<u64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+struct Writer {
+    parts: Parts,
+    key: Arc<ReceiptKey>,
+    head: ChainHead,
+    last_ms: u64,
+    summaries: HashMap<String, SessionSummary>,
+    max_batch: usize,
+    poisoned: Arc<AtomicBool>,
+}
+
+enum Done {
+    Receipt(oneshot::Sender<Result<Committed, StoreError>>, Committed),
+    Entry(oneshot::Sender<Result<Entry, StoreError>>, Entry),
+}
+
+impl Writer {
+    fn run(&mut self, rx: &mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit(jobs);
+        }
+    }
+
+    /// Monotonic wall clock in ms: receipts' issued_at never goes backwards
+    /// along the chain, which the time index relies on.
+    fn now_ms(&mut self) -> u64 {
+        let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        self.last_ms = self.last_ms.max(now);
+        self.last_ms
+    }
+
+    fn summary(&mut self, session: &str) -> Result<SessionSummary, StoreError> {
+        if let Some(s) = self.summaries.get(session) {
+            return Ok(s.clone());
+        }
+        let s = match self.parts.sessions.get(session.as_bytes())? {
+            None => SessionSummary::new(session),
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        };
+        Ok(s)
+    }
+
+    fn chain_entry(&mut self, batch: &mut fjall::Batch, draft: EntryDraft, at: &str) -> Result<Entry, StoreError> {
+        let mut summary = self.summary(&draft.session_id)?;
+        let seq = summary.entries;
+        let hash = Entry::compute_hash(seq, draft.kind, at, &draft.data, &summary.head_hash);
+        let entry = Entry { seq, kind: draft.kind, at: at.to_owned(), data: draft.data, prev_hash: summary.head_hash.clone(), hash };
+        summary.apply(&entry);
+        let entry_bytes = serde_json::to_vec(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let summary_bytes = serde_json::to_vec(&summary).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        batch.insert(&self.parts.session_log, cat(&lp(&draft.session_id), &seq.to_be_bytes()), entry_bytes);
+        batch.insert(&self.parts.sessions, draft.session_id.as_bytes(), summary_bytes);
+        if self.summaries.len() >= SUMMARY_CACHE {
+            self.summaries.clear();
+        }
+        self.summaries.insert(draft.session_id, summary);
+        Ok(entry)
+    }
+
+    fn commit(&mut self, jobs: Vec<Job>) {
+        if self.poisoned.load(Ordering::Acquire) {
+            for job in jobs {
+                fail(job, || StoreError::Poisoned);
+            }
+            return;
+        }
+        let mut batch = self.parts.keyspace.batch();
+        let mut done = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let ms = self.now_ms();
+            let at = format_rfc3339(
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            );
+            match job {
+                Job::Entry(draft, reply) => match self.chain_entry(&mut batch, draft, &at) {
+                    Ok(entry) => done.push(Done::Entry(reply, entry)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
+                Job::Receipt(draft, reply) => match self.receipt(&mut batch, *draft, ms, &at) {
+                    Ok(c) => done.push(Done::Receipt(reply, c)),
+                    Err(e) => drop(reply.send(Err(e))),
+                },
+            }
+        }
+        let result = batch.commit().and_then(|()| self.parts.keyspace.persist(PersistMode::SyncAll));
+        match result {
+            Ok(()) => {
+                for d in done {
+                    match d {
+                        Done::Receipt(reply, c) => drop(reply.send(Ok(c))),
+                        Done::Entry(reply, e) => drop(reply.send(Ok(e))),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store write failed; refusing further writes");
+                // Nothing is written after this, so the in-memory head and
+                // summaries (now ahead of the disk) are never used again.
+                self.poisoned.store(true, Ordering::Release);
+                let msg = e.to_string();
+                for d in done {
+                    match d {
+                        Done::Receipt(reply, _) => drop(reply.send(Err(StoreError::Corrupt(msg.clone())))),
+                        Done::Entry(reply, _) => drop(reply.send(Err(StoreError::Corrupt(msg.clone())))),
+                    }
+                }
+            }
+        }
+    }
+
+    fn receipt(&mut self, batch: &mut fjall::Batch, mut draft: ReceiptDraft, ms: u64, at: &str) -> Result<Committed, StoreError> {
+        let session_seq = match draft.entry.take() {
+            Some(entry) => Some(self.chain_entry(batch, entry, at)?.seq),
+            None => None,
+        };
+        let seq = self.head.next_seq;
+        let mut head = self.head.clone();
+        let bytes = seal(&draft, at, session_seq, &mut head, &self.key)?;
+        self.head = head;
+        let key = seq.to_be_bytes();
+        batch.insert(&self.parts.receipts, key, bytes);
+        batch.insert(&self.parts.receipt_ids, draft.receipt_id.as_bytes(), key);
+        batch.insert(&self.parts.by_session, cat(&lp(&draft.session), &key), []);
+        batch.insert(&self.parts.by_agent, cat(&lp(&draft.agent), &key), []);
+        batch.insert(&self.parts.by_decision, cat(&[decision_code(&draft.decision)], &key), []);
+        batch.insert(&self.parts.by_time, cat(&ms.to_be_bytes(), &key), []);
+        Ok(Committed { seq, session_seq })
+    }
+}
+
+fn fail(job: Job, err: impl Fn() -> StoreError) {
+    match job {
+        Job::Receipt(_, reply) => drop(reply.send(Err(err()))),
+        Job::Entry(_, reply) => drop(reply.send(Err(err()))),
+    }
+}
