@@ -150,13 +150,16 @@ fn guest_target_dir(out_dir: &Path) -> PathBuf {
     }
 }
 
-/// Re-run when the contract, the SDK or a plugin changes. `plugins/` is
+/// Re-run when the contract, the SDK, a plugin or the bundled policies change. `plugins/` is
 /// watched entry by entry, skipping `plugins/target`: a `cargo test` run
 /// inside plugins/ writes there and must not rebuild the host (a directory
 /// given to `rerun-if-changed` is scanned recursively). A new plugin folder
 /// is picked up through `plugins/Cargo.toml`, which lists it.
 fn watch_inputs(repo: &Path) -> Result<(), String> {
     let mut watched = vec![
+        // The baseline pack is embedded by `include_dir!`, which cargo does
+        // not track by itself.
+        repo.join("policies"),
         repo.join("wit"),
         repo.join("sdk-guest").join("src"),
         repo.join("sdk-guest").join("Cargo.toml"),

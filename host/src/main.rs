@@ -41,12 +41,23 @@ enum Command {
         /// Public keys as served by `/v1/keys`.
         #[arg(long)]
         keys: PathBuf,
-    },
-    /// Generate an Ed25519 receipt signing key (PKCS#8 PEM, mode 0600).
-    Keygen {
-        /// Where to write the key; must not exist.
+        /// The file must hold the whole log: seqs from 0 with no gaps, so a
+        /// receipt deleted from an export is caught. Without it, gaps (as in
+        /// a filtered export) are reported but allowed.
         #[arg(long)]
-        out: PathBuf,
+        require_complete: bool,
+    },
+    /// Generate an Ed25519 receipt signing key (PKCS#8 PEM, mode 0600) and
+    /// print its public key as `/v1/keys` serves it. By default the key goes
+    /// where `serve` looks for it, so it is used from the next start.
+    Keygen {
+        /// Where to write the key; must not exist
+        /// [default: <data-dir>/keys/receipt-signing.pem].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Data directory [default: ./arbiter-data].
+        #[arg(long, env = "ARBITER_DATA_DIR", default_value = "./arbiter-data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -80,7 +91,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Verify { receipts, keys } => match verify(&receipts, &keys) {
+        Command::Verify { receipts, keys, require_complete } => match verify(&receipts, &keys, require_complete) {
             Ok(msg) => {
                 println!("{msg}");
                 ExitCode::SUCCESS
@@ -90,7 +101,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Keygen { out } => {
+        Command::Keygen { out, data_dir } => {
+            let out = out.unwrap_or_else(|| data_dir.join("keys").join(ReceiptKey::FILE_NAME));
             let key = ReceiptKey::generate();
             match key.write(&out) {
                 Ok(()) => {
@@ -107,7 +119,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn verify(receipts: &Path, keys: &Path) -> Result<String, String> {
+fn verify(receipts: &Path, keys: &Path, require_complete: bool) -> Result<String, String> {
     let keys_text = std::fs::read_to_string(keys).map_err(|e| format!("cannot read `{}`: {e}", keys.display()))?;
     let keys_json: Value = serde_json::from_str(&keys_text).map_err(|e| format!("`{}` is not JSON: {e}", keys.display()))?;
     let keys = parse_keys(&keys_json)?;
@@ -117,6 +129,15 @@ fn verify(receipts: &Path, keys: &Path) -> Result<String, String> {
         return Err("no receipts in the file".to_owned());
     }
     let report = verify_receipts(&list, &keys).map_err(|f| f.to_string())?;
+    if require_complete {
+        let first = list.iter().filter_map(|r| r.pointer("/chain/seq").and_then(Value::as_u64)).min();
+        if first != Some(0) {
+            return Err(format!("incomplete log: the first receipt has seq {}, not 0", first.map_or("?".to_owned(), |s| s.to_string())));
+        }
+        if report.gaps > 0 {
+            return Err(format!("incomplete log: {} gaps where receipts are missing from the chain", report.gaps));
+        }
+    }
     let mut msg = format!("ok: {} receipts verified ({} chain links checked", report.receipts, report.links);
     if report.gaps > 0 {
         msg.push_str(&format!(", {} gaps where receipts are absent from the file", report.gaps));

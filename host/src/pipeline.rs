@@ -207,7 +207,14 @@ impl Pipeline {
             },
         };
         let lead_receipt = lead.map(|d| d.receipt_id.clone());
-        let response = match self.plugins.encode(&plugin, settings, request.clone(), verdict).await {
+        // A plugin that just broke the contract is not asked to phrase the
+        // answer: its blocking reply is used instead.
+        let plugin_fault = decided.iter().find_map(|d| d.outcome.fault.as_ref().filter(|f| f.component == FaultComponent::Plugin));
+        let encoded = match plugin_fault {
+            Some(f) => Err(f.clone()),
+            None => self.plugins.encode(&plugin, settings, request.clone(), verdict).await,
+        };
+        let response = match encoded {
             Ok(r) => r,
             Err(fault) => {
                 // The plugin could not say it; the decision becomes a block.

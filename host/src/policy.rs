@@ -39,12 +39,6 @@ pub const DEFAULT_POLICY_ID: &str = "arbiter.default";
 pub const CLASSIFICATIONS: [&str; 4] =
     ["forbidden", "context_dependent_deny", "context_dependent_allow", "context_dependent_defer"];
 
-/// Longest string a detector scans, in bytes. Commands and paths are far
-/// shorter; a cap keeps a hostile 1 MiB parameter from costing more than a
-/// few microseconds per detector. Longer values are scanned on their prefix
-/// and suffix so a payload cannot hide its tail behind padding.
-const MAX_SCAN_BYTES: usize = 64 * 1024;
-
 /// Deepest parameter nesting converted into the Cedar context.
 const MAX_DEPTH: usize = 32;
 
@@ -571,15 +565,12 @@ impl Pdp {
     }
 }
 
-/// Match `pattern` against `s`, scanning only a bounded head and tail.
+/// Match `pattern` against the whole of `s`. No window: a forbidden command
+/// must not hide in the middle of a long parameter. The regex engine is
+/// linear in the input, and the ingress body limit (1 MiB) bounds the input,
+/// so the worst case is about a millisecond per detector.
 fn scan(pattern: &Regex, s: &str) -> bool {
-    if s.len() <= MAX_SCAN_BYTES {
-        return pattern.is_match(s);
-    }
-    let half = MAX_SCAN_BYTES / 2;
-    let head_end = (0..=half).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-    let tail_start = (s.len() - half..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(s.len());
-    s.get(..head_end).is_some_and(|h| pattern.is_match(h)) || s.get(tail_start..).is_some_and(|t| pattern.is_match(t))
+    pattern.is_match(s)
 }
 
 /// Whether `f` holds for any string leaf of `v` (bounded depth).
@@ -604,6 +595,7 @@ fn cedar_context(action: &CanonicalAction, session: &SessionSummary, signals: &[
         "event_kind": action.event_kind,
         "integration": action.integration,
         "target": action.resource.clone().unwrap_or_default(),
+        "cwd": action.requester_context.attributes.get("cwd").and_then(Value::as_str).unwrap_or_default(),
         "parameters": cedar_safe(&Value::Object(action.parameters.clone()), 0).unwrap_or_else(|| json!({})),
         "signals": signals,
         "data_classes": data_classes,

@@ -1,5 +1,5 @@
 //! wasm32 only: the generated bindings, and the moves between them and the
-//! plain types in [`crate::types`]. Used by [`export_adapter!`](crate::export_adapter).
+//! plain types of this crate. Used by [`export_adapter!`](crate::export_adapter).
 
 pub use wit_bindgen;
 
@@ -69,11 +69,20 @@ pub fn encode<A: Adapter>(request: HttpRequest, verdict: Verdict) -> HttpRespons
 }
 
 fn request_from_wit(r: HttpRequest) -> plain::HttpRequest {
-    plain::HttpRequest { method: r.method, path: r.path, headers: r.headers, body: r.body }
+    plain::HttpRequest {
+        method: r.method,
+        path: r.path,
+        headers: r.headers,
+        body: r.body,
+    }
 }
 
 fn response_to_wit(r: plain::HttpResponse) -> HttpResponse {
-    HttpResponse { status: r.status, headers: r.headers, body: r.body }
+    HttpResponse {
+        status: r.status,
+        headers: r.headers,
+        body: r.body,
+    }
 }
 
 fn decision_to_wit(d: plain::Decision) -> wit::Decision {
@@ -110,14 +119,18 @@ fn requester_to_wit(r: plain::Requester) -> wit::Requester {
 }
 
 fn lifecycle_to_wit(l: plain::Lifecycle) -> wit::Lifecycle {
-    wit::Lifecycle { event_kind: l.event_kind, detail_json: l.detail_json }
+    wit::Lifecycle {
+        event_kind: l.event_kind,
+        detail_json: l.detail_json,
+    }
 }
 
 fn event_to_wit(e: plain::Event) -> wit::Event {
     match e {
-        plain::Event::Intent(i) => {
-            wit::Event::Intent(wit::Intent { text: i.text, event_kind: i.event_kind })
-        }
+        plain::Event::Intent(i) => wit::Event::Intent(wit::Intent {
+            text: i.text,
+            event_kind: i.event_kind,
+        }),
         plain::Event::Action(a) => wit::Event::Action(wit::Action {
             tool: a.tool,
             operation: a.operation,

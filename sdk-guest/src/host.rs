@@ -72,7 +72,7 @@ pub mod config {
     /// The value of `key` in the integration's `settings` table, if set.
     ///
     /// Natively this reads the thread-local map set with
-    /// [`testing::set_setting`](crate::testing::set_setting).
+    /// `testing::set_setting`.
     pub fn get(key: &str) -> Option<String> {
         #[cfg(target_arch = "wasm32")]
         {

@@ -8,8 +8,8 @@
 //!
 //! Natively (any target but wasm32) no bindings are generated: the host
 //! imports in [`log`], [`config`] and [`clock`] are served by a test double,
-//! and [`testing`] runs an adapter against fixture files, so adapters are
-//! tested with a plain `cargo test`.
+//! and the native-only `testing` module runs an adapter against fixture
+//! files, so adapters are tested with a plain `cargo test`.
 //!
 //! ```
 //! use arbiter_sdk::{Adapter, Decision, DecodeError, Decoded, Event, HttpRequest,
@@ -61,7 +61,7 @@ mod types;
 
 pub use host::{clock, config, log};
 pub use types::{
-    Action, DecodeError, Decoded, Decision, Event, HttpRequest, HttpResponse, Intent, Lifecycle,
+    Action, Decision, DecodeError, Decoded, Event, HttpRequest, HttpResponse, Intent, Lifecycle,
     Observation, PluginInfo, Requester, Verdict,
 };
 

@@ -542,6 +542,11 @@ impl VerifyOutput {
 /// Writes `receipts` (as the list response shape) and `keys` to files in
 /// `dir` and runs `arbiter verify --receipts F --keys K`.
 pub fn run_verify(dir: &Path, name: &str, receipts: &[Value], keys: &Value) -> VerifyOutput {
+    run_verify_with(dir, name, receipts, keys, &[])
+}
+
+/// [`run_verify`] with extra `arbiter verify` flags.
+pub fn run_verify_with(dir: &Path, name: &str, receipts: &[Value], keys: &Value, flags: &[&str]) -> VerifyOutput {
     let rpath = dir.join(format!("{name}.receipts.json"));
     let kpath = dir.join(format!("{name}.keys.json"));
     std::fs::write(
@@ -556,6 +561,7 @@ pub fn run_verify(dir: &Path, name: &str, receipts: &[Value], keys: &Value) -> V
         .arg(&rpath)
         .arg("--keys")
         .arg(&kpath)
+        .args(flags)
         .stdin(Stdio::null())
         .output()
         .expect("running arbiter verify");

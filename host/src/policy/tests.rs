@@ -153,3 +153,15 @@ fn entity_escapes_in_parameters_are_neutralised() {
     assert_eq!(v["n"], json!("1.5"));
     assert!(v.get("z").is_none());
 }
+
+#[test]
+// A forbidden command hidden in the middle of a very long parameter is found.
+fn long_parameters_are_scanned_whole() {
+    let pdp = Pdp::new(PolicyPack::bundled().unwrap(), None);
+    let padding = "a".repeat(300 * 1024);
+    let command = format!("echo {padding}; rm -rf / ; echo {padding}");
+    let a = action_from(&json!({"tool": "shell", "operation": "exec", "parameters": {"command": command}}));
+    let out = pdp.decide(&a, &SessionSummary::new("s"));
+    assert_eq!(out.decision, Decision::Deny, "{}", out.reason);
+    assert_eq!(out.classification.as_deref(), Some("forbidden"));
+}

@@ -97,7 +97,10 @@ pub(crate) fn decode(req: &HttpRequest) -> Result<Decoded, DecodeError> {
         "SessionEnd" => Event::SessionEnd(lifecycle(&body, event_kind)),
         _ => Event::Other(lifecycle(&body, event_kind)),
     };
-    Ok(Decoded { requester, events: vec![event] })
+    Ok(Decoded {
+        requester,
+        events: vec![event],
+    })
 }
 
 /// The body limit in force: the `max_body_bytes` setting, else the default.
@@ -208,7 +211,10 @@ fn lifecycle(body: &Map<String, Value>, event_kind: &str) -> Lifecycle {
         .filter(|(k, _)| !BASE_FIELDS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Lifecycle { event_kind: event_kind.to_owned(), detail_json: Value::Object(detail).to_string() }
+    Lifecycle {
+        event_kind: event_kind.to_owned(),
+        detail_json: Value::Object(detail).to_string(),
+    }
 }
 
 fn tool_name(body: &Map<String, Value>) -> Result<&str, DecodeError> {
@@ -233,19 +239,34 @@ fn classify(
     name: &str,
     input: &Map<String, Value>,
 ) -> Result<(String, &'static str, Option<String>), DecodeError> {
-    let field = |keys: &[&str]| keys.iter().find_map(|k| input.get(*k).and_then(Value::as_str));
+    let field = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| input.get(*k).and_then(Value::as_str))
+    };
     let (tool, operation, resource) = match name {
         "Bash" => ("shell".to_owned(), "exec", None),
-        "Write" | "Edit" | "MultiEdit" | "NotebookEdit" => {
-            ("file".to_owned(), "write", field(&["file_path", "notebook_path"]).map(str::to_owned))
-        }
-        "Read" | "Glob" | "Grep" => {
-            ("file".to_owned(), "read", field(&["file_path", "path", "pattern"]).map(str::to_owned))
-        }
-        "WebFetch" => ("network".to_owned(), "egress", field(&["url"]).map(str::to_owned)),
+        "Write" | "Edit" | "MultiEdit" | "NotebookEdit" => (
+            "file".to_owned(),
+            "write",
+            field(&["file_path", "notebook_path"]).map(str::to_owned),
+        ),
+        "Read" | "Glob" | "Grep" => (
+            "file".to_owned(),
+            "read",
+            field(&["file_path", "path", "pattern"]).map(str::to_owned),
+        ),
+        "WebFetch" => (
+            "network".to_owned(),
+            "egress",
+            field(&["url"]).map(str::to_owned),
+        ),
         "WebSearch" => ("network".to_owned(), "egress", None),
         _ => match mcp_parts(name) {
-            Some((server, tool)) => ("mcp".to_owned(), "call", Some(format!("mcp://{server}/{tool}"))),
+            Some((server, tool)) => (
+                "mcp".to_owned(),
+                "call",
+                Some(format!("mcp://{server}/{tool}")),
+            ),
             None => (generic_tool(name)?, "call", None),
         },
     };
@@ -271,12 +292,23 @@ fn generic_tool(name: &str) -> Result<String, DecodeError> {
         .chars()
         .map(|c| {
             let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' { c } else { '_' }
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
         })
         .collect();
-    let tool: String = mapped.trim_start_matches(['_', '-']).chars().take(MAX_TOOL_LEN).collect();
+    let tool: String = mapped
+        .trim_start_matches(['_', '-'])
+        .chars()
+        .take(MAX_TOOL_LEN)
+        .collect();
     if tool.is_empty() {
-        return Err(malformed(format!("`tool_name` `{}` has no letter or digit", clip(name))));
+        return Err(malformed(format!(
+            "`tool_name` `{}` has no letter or digit",
+            clip(name)
+        )));
     }
     Ok(tool)
 }
@@ -290,7 +322,10 @@ fn required_str<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str, 
 }
 
 /// A string field that may be absent or null.
-fn optional_str<'a>(body: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, DecodeError> {
+fn optional_str<'a>(
+    body: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a str>, DecodeError> {
     match body.get(key) {
         Some(Value::String(s)) => Ok(Some(s)),
         Some(Value::Null) | None => Ok(None),
@@ -300,7 +335,10 @@ fn optional_str<'a>(body: &'a Map<String, Value>, key: &str) -> Result<Option<&'
 
 fn check_len(key: &str, value: &str, max: usize) -> Result<(), DecodeError> {
     if value.len() > max {
-        return Err(malformed(format!("`{key}` is {} bytes, over the {max}-byte limit", value.len())));
+        return Err(malformed(format!(
+            "`{key}` is {} bytes, over the {max}-byte limit",
+            value.len()
+        )));
     }
     Ok(())
 }
@@ -317,7 +355,9 @@ fn check_depth(key: &str, value: Option<&Value>) -> Result<(), DecodeError> {
         };
         let depth = depth + 1;
         if depth > MAX_JSON_DEPTH {
-            return Err(malformed(format!("`{key}` nests deeper than {MAX_JSON_DEPTH} levels")));
+            return Err(malformed(format!(
+                "`{key}` nests deeper than {MAX_JSON_DEPTH} levels"
+            )));
         }
         stack.extend(children.map(|c| (c, depth)));
     }

@@ -45,6 +45,9 @@ fn reply(event: Option<&str>, v: &Verdict) -> Value {
 
 fn pre_tool_use(v: &Verdict) -> Value {
     let (decision, updated) = match v.decision {
+        // `allow_reply = "neutral"` keeps Claude Code's own permission
+        // prompts: Arbiter then only ever blocks, rewrites or asks.
+        Decision::Allow if arbiter_sdk::config::get("allow_reply").is_some_and(|r| r == "neutral") => return json!({}),
         Decision::Allow => ("allow", None),
         Decision::Deny | Decision::Defer => ("deny", None),
         Decision::StepUp => ("ask", None),
@@ -69,7 +72,12 @@ fn pre_tool_use_output(decision: &str, reason: &str, updated: Option<Map<String,
 
 fn permission_request(v: &Verdict) -> Value {
     let decision = match v.decision {
-        Decision::Allow => json!({"behavior": "allow"}),
+        // A policy ALLOW means "not forbidden", not "approved by a human":
+        // answering `allow` here would skip the prompt the user's own
+        // permission settings asked for. Only when the integration opts in
+        // (`approve_permission_requests = "true"`) does Arbiter approve.
+        Decision::Allow if approves_permission_requests() => json!({"behavior": "allow"}),
+        Decision::Allow => return json!({}),
         Decision::Modify => match modified_parameters(v) {
             Some(params) => json!({"behavior": "allow", "updatedInput": params}),
             None => json!({"behavior": "deny", "message": unusable_modify_reason(v)}),
@@ -79,6 +87,10 @@ fn permission_request(v: &Verdict) -> Value {
         Decision::StepUp => return json!({}),
     };
     json!({"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": decision}})
+}
+
+fn approves_permission_requests() -> bool {
+    arbiter_sdk::config::get("approve_permission_requests").is_some_and(|v| v == "true")
 }
 
 /// The full replacement input for a MODIFY verdict, if it is a JSON object.
@@ -92,7 +104,13 @@ fn modified_parameters(v: &Verdict) -> Option<Map<String, Value>> {
 /// A MODIFY whose parameters cannot be applied must not run the original
 /// input unchanged, so it becomes a deny that says why.
 fn unusable_modify_reason(v: &Verdict) -> String {
-    with_receipt(format!("modify verdict without usable modified parameters: {}", v.reason), v)
+    with_receipt(
+        format!(
+            "modify verdict without usable modified parameters: {}",
+            v.reason
+        ),
+        v,
+    )
 }
 
 /// The reason shown to the agent: defer is marked as such, and the receipt

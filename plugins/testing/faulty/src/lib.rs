@@ -18,7 +18,7 @@
 //! `{"decision": "<allow|deny|modify|step-up|defer>", "reason": ..., "receipt_id": ...}`.
 
 use arbiter_sdk::{
-    Action, Adapter, DecodeError, Decoded, Decision, Event, HttpRequest, HttpResponse, PluginInfo,
+    Action, Adapter, Decision, DecodeError, Decoded, Event, HttpRequest, HttpResponse, PluginInfo,
     Requester, Verdict,
 };
 use serde_json::{Value, json};
@@ -199,15 +199,26 @@ mod tests {
         v.receipt_id = Some("r-1".to_owned());
         let reply = testing::encode_json::<Faulty>(&request("none"), &v).unwrap();
         assert_eq!(reply.status, 200);
-        assert_eq!(reply.body, json!({"decision": "step-up", "reason": "why", "receipt_id": "r-1"}));
+        assert_eq!(
+            reply.body,
+            json!({"decision": "step-up", "reason": "why", "receipt_id": "r-1"})
+        );
     }
 
     // Unknown faults and bad bodies are malformed.
     #[test]
     fn bad_requests_are_malformed() {
-        for body in [r#"{"fault":"nope","session_id":"s"}"#, r#"{"fault":"none"}"#, "[]", "x"] {
+        for body in [
+            r#"{"fault":"nope","session_id":"s"}"#,
+            r#"{"fault":"none"}"#,
+            "[]",
+            "x",
+        ] {
             assert!(
-                matches!(Faulty::decode(&testing::json_request(body)), Err(DecodeError::Malformed(_))),
+                matches!(
+                    Faulty::decode(&testing::json_request(body)),
+                    Err(DecodeError::Malformed(_))
+                ),
                 "{body}"
             );
         }
@@ -219,6 +230,9 @@ mod tests {
         let info = Faulty::describe();
         assert_eq!(info.name, "faulty");
         let body: Value = serde_json::from_slice(&info.blocking_reply.body).unwrap();
-        assert_eq!(body, json!({"decision": "deny", "reason": "{{reason}}", "blocked": true}));
+        assert_eq!(
+            body,
+            json!({"decision": "deny", "reason": "{{reason}}", "blocked": true})
+        );
     }
 }
