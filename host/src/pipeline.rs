@@ -23,7 +23,7 @@ use crate::context::{EntryDraft, EntryKind};
 use crate::model::{AssertedBy, CanonicalAction, Decision, Fault, FaultComponent, FaultKind, RequesterContext, now_rfc3339};
 use crate::plugins::{Plugin, PluginHost, Settings, wit};
 use crate::policy::{Pdp, PolicyOutcome};
-use crate::receipts::ReceiptDraft;
+use crate::receipts::{ReceiptBody, ReceiptDraft, SealError};
 use crate::store::{Store, StoreError};
 
 /// JSON Schema of the canonical action (contract in `wit/schemas/`).
@@ -228,8 +228,12 @@ impl Pipeline {
 
         // 5. Receipts, durable before the reply.
         for d in decided {
-            let draft = receipt_draft(&self.pdp, &d, Some((&plugin, integration)), Some(&response), true);
-            if let Err(e) = self.store.append_receipt(draft).await {
+            let draft = receipt_draft(&self.pdp, &d, Some((&plugin, integration)), Some(&response), true).map_err(StoreError::from);
+            let written = match draft {
+                Ok(draft) => self.store.append_receipt(draft).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 tracing::error!(error = %e, "receipt not written; blocking");
                 return Ok(HookReply {
                     response: plugin.blocking_reply(&format!("blocked: the decision could not be recorded ({e})")),
@@ -250,8 +254,11 @@ impl Pipeline {
             outcome: fault_outcome(fault),
             receipt_id: uuid::Uuid::now_v7().to_string(),
         };
-        let draft = receipt_draft(&self.pdp, &d, Some((plugin, integration)), Some(&response), false);
-        let receipt_id = match self.store.append_receipt(draft).await {
+        let written = match receipt_draft(&self.pdp, &d, Some((plugin, integration)), Some(&response), false) {
+            Ok(draft) => self.store.append_receipt(draft).await,
+            Err(e) => Err(StoreError::from(e)),
+        };
+        let receipt_id = match written {
             Ok(_) => Some(d.receipt_id),
             Err(e) => {
                 tracing::error!(error = %e, "fault receipt not written");
@@ -274,7 +281,7 @@ impl Pipeline {
             Err(e) => fault_outcome(Fault::new(FaultComponent::Store, FaultKind::Unavailable, e.to_string())),
         };
         let d = Decided { action, outcome, receipt_id: uuid::Uuid::now_v7().to_string() };
-        let draft = receipt_draft(&self.pdp, &d, None, None, true);
+        let draft = receipt_draft(&self.pdp, &d, None, None, true).map_err(StoreError::from)?;
         self.store.append_receipt(draft).await?;
         Ok(EvaluateReply {
             decision: d.outcome.decision,
@@ -420,29 +427,27 @@ fn lifecycle_data(l: &wit::Lifecycle) -> Value {
     json!({"event_kind": l.event_kind, "detail": detail})
 }
 
-/// Build the receipt body for a decided action.
-fn receipt_draft(pdp: &Pdp, d: &Decided, plugin: Option<(&Plugin, &str)>, reply: Option<&wit::HttpResponse>, log_entry: bool) -> ReceiptDraft {
+/// Build the receipt draft for a decided action.
+fn receipt_draft(
+    pdp: &Pdp,
+    d: &Decided,
+    plugin: Option<(&Plugin, &str)>,
+    reply: Option<&wit::HttpResponse>,
+    log_entry: bool,
+) -> Result<ReceiptDraft, SealError> {
     let o = &d.outcome;
     let pack = pdp.pack().identity();
-    let mut body = Map::new();
-    body.insert("action".to_owned(), serde_json::to_value(&d.action).unwrap_or(Value::Null));
-    body.insert(
-        "decision".to_owned(),
-        json!({
-            "result": o.decision,
-            "classification": o.classification,
-            "reason": o.reason,
-            "policy": {"policy_ids": o.policy_ids, "version": pack.version, "hash": pack.hash, "pack": pack.pack},
-            "scores": {},
-            "signals": o.signals,
-            "data_classes": o.data_classes,
-            "modified_parameters": o.modified_parameters,
-            "fault": o.fault,
-        }),
-    );
-    body.insert("context".to_owned(), json!({"context_hash": o.context_hash}));
-    body.insert("approval".to_owned(), Value::Null);
-    body.insert("deferral".to_owned(), Value::Null);
+    let decision = json!({
+        "result": o.decision,
+        "classification": o.classification,
+        "reason": o.reason,
+        "policy": {"policy_ids": o.policy_ids, "version": pack.version, "hash": pack.hash, "pack": pack.pack},
+        "scores": {},
+        "signals": o.signals,
+        "data_classes": o.data_classes,
+        "modified_parameters": o.modified_parameters,
+        "fault": o.fault,
+    });
     let vendor = match plugin {
         Some((p, integration)) => json!({
             "integration": integration,
@@ -455,7 +460,14 @@ fn receipt_draft(pdp: &Pdp, d: &Decided, plugin: Option<(&Plugin, &str)>, reply:
         None => json!({"integration": d.action.integration, "plugin": null, "plugin_version": null, "plugin_digest": null,
                        "event_kind": d.action.event_kind, "reply": null}),
     };
-    body.insert("vendor".to_owned(), vendor);
+    let body = ReceiptBody {
+        action: serde_json::to_value(&d.action).map_err(|e| SealError::Canonical(e.to_string()))?,
+        decision,
+        context_hash: o.context_hash.clone(),
+        approval: Value::Null,
+        deferral: Value::Null,
+        vendor,
+    };
     let rc = &d.action.requester_context;
     let entry = log_entry.then(|| EntryDraft {
         session_id: rc.session.clone(),
@@ -466,14 +478,14 @@ fn receipt_draft(pdp: &Pdp, d: &Decided, plugin: Option<(&Plugin, &str)>, reply:
             "decision": o.decision, "policy_ids": o.policy_ids, "signals": o.signals, "data_classes": o.data_classes,
         }),
     });
-    ReceiptDraft {
-        receipt_id: d.receipt_id.clone(),
+    ReceiptDraft::new(
+        d.receipt_id.clone(),
         body,
-        session: rc.session.clone(),
-        agent: rc.agent.clone().unwrap_or_default(),
-        decision: o.decision.as_str().to_owned(),
+        rc.session.clone(),
+        rc.agent.clone().unwrap_or_default(),
+        o.decision.as_str().to_owned(),
         entry,
-    }
+    )
 }
 
 fn recorded_reply(r: &wit::HttpResponse) -> Value {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::context::{EntryDraft, GENESIS};
@@ -22,12 +22,21 @@ use crate::credentials::ReceiptKey;
 pub const RECEIPT_VERSION: &str = "arbiter.receipt/v1";
 
 /// A receipt before the writer sequences and signs it.
+///
+/// Its members are canonicalised (JCS) when the draft is made, on the
+/// request's own thread; the single writer thread only adds the members it
+/// owns (`issued_at`, `chain`, `context.session_seq`) and signs. A JCS object
+/// is its members' canonical bytes in key order, so assembling pre-encoded
+/// members gives exactly the bytes of canonicalising the whole receipt.
 #[derive(Debug, Clone)]
 pub struct ReceiptDraft {
     /// Pre-assigned id (the vendor reply may already name it).
     pub receipt_id: String,
-    /// `action`, `decision`, `context`, `approval`, `deferral`, `vendor`.
-    pub body: Map<String, Value>,
+    /// Canonical members: `action`, `approval`, `decision`, `deferral`,
+    /// `receipt_id`, `vendor`, `version`.
+    members: Vec<(&'static str, Vec<u8>)>,
+    /// `context.context_hash`.
+    context_hash: String,
     /// Session the receipt belongs to (index key).
     pub session: String,
     /// Acting agent (index key).
@@ -37,6 +46,40 @@ pub struct ReceiptDraft {
     /// The session-log entry recording the decided action, appended in the
     /// same batch; its seq goes into `context.session_seq`.
     pub entry: Option<EntryDraft>,
+}
+
+/// The body members of a receipt that the pipeline provides.
+#[derive(Debug)]
+pub struct ReceiptBody {
+    /// The canonical action.
+    pub action: Value,
+    /// The decision object.
+    pub decision: Value,
+    /// `context.context_hash`.
+    pub context_hash: String,
+    /// Approval record (null until approvals exist).
+    pub approval: Value,
+    /// Deferral record (null until deferrals exist).
+    pub deferral: Value,
+    /// Vendor facts and the reply sent.
+    pub vendor: Value,
+}
+
+impl ReceiptDraft {
+    /// Canonicalise `body` into a draft.
+    pub fn new(receipt_id: String, body: ReceiptBody, session: String, agent: String, decision: String, entry: Option<EntryDraft>) -> Result<Self, SealError> {
+        let jcs = |v: &Value| serde_jcs::to_vec(v).map_err(|e| SealError::Canonical(e.to_string()));
+        let members = vec![
+            ("action", jcs(&body.action)?),
+            ("approval", jcs(&body.approval)?),
+            ("decision", jcs(&body.decision)?),
+            ("deferral", jcs(&body.deferral)?),
+            ("receipt_id", jcs(&Value::String(receipt_id.clone()))?),
+            ("vendor", jcs(&body.vendor)?),
+            ("version", jcs(&Value::String(RECEIPT_VERSION.to_owned()))?),
+        ];
+        Ok(Self { receipt_id, members, context_hash: body.context_hash, session, agent, decision, entry })
+    }
 }
 
 /// Chain position handed to [`seal`].
@@ -63,6 +106,26 @@ pub enum SealError {
     Canonical(String),
 }
 
+/// JCS bytes of an object from canonical members. Keys are ASCII, so byte
+/// order is JCS's UTF-16 order.
+fn assemble(members: &mut [(&'static str, Vec<u8>)]) -> Vec<u8> {
+    members.sort_by(|a, b| a.0.cmp(b.0));
+    let len = members.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(len);
+    out.push(b'{');
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(value);
+    }
+    out.push(b'}');
+    out
+}
+
 /// Sequence and sign a draft: returns the receipt's JCS bytes (what is stored
 /// and hashed into the chain) and advances `head`.
 pub fn seal(
@@ -72,28 +135,22 @@ pub fn seal(
     head: &mut ChainHead,
     key: &ReceiptKey,
 ) -> Result<Vec<u8>, SealError> {
-    let mut receipt = draft.body.clone();
-    receipt.insert("receipt_id".to_owned(), Value::String(draft.receipt_id.clone()));
-    receipt.insert("version".to_owned(), Value::String(RECEIPT_VERSION.to_owned()));
-    receipt.insert("issued_at".to_owned(), Value::String(issued_at.to_owned()));
-    if let Some(Value::Object(ctx)) = receipt.get_mut("context") {
-        ctx.insert("session_seq".to_owned(), session_seq.map_or(Value::Null, Value::from));
-    }
-    receipt.insert("chain".to_owned(), json!({"seq": head.next_seq, "prev_hash": head.prev_hash}));
-    let mut receipt = Value::Object(receipt);
-    let unsigned = serde_jcs::to_vec(&receipt).map_err(|e| SealError::Canonical(e.to_string()))?;
+    let jcs = |v: &Value| serde_jcs::to_vec(v).map_err(|e| SealError::Canonical(e.to_string()));
+    let mut members = draft.members.clone();
+    members.push(("context", jcs(&json!({"context_hash": draft.context_hash, "session_seq": session_seq}))?));
+    members.push(("issued_at", jcs(&Value::String(issued_at.to_owned()))?));
+    members.push(("chain", jcs(&json!({"seq": head.next_seq, "prev_hash": head.prev_hash}))?));
+    let unsigned = assemble(&mut members);
     let signature = key.sign(&unsigned);
-    if let Value::Object(r) = &mut receipt {
-        r.insert(
-            "signature".to_owned(),
-            json!({
-                "algorithm": "Ed25519",
-                "key_id": key.key_id(),
-                "value": base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
-            }),
-        );
-    }
-    let bytes = serde_jcs::to_vec(&receipt).map_err(|e| SealError::Canonical(e.to_string()))?;
+    members.push((
+        "signature",
+        jcs(&json!({
+            "algorithm": "Ed25519",
+            "key_id": key.key_id(),
+            "value": base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
+        }))?,
+    ));
+    let bytes = assemble(&mut members);
     head.next_seq += 1;
     head.prev_hash = hex::encode(Sha256::digest(&bytes));
     Ok(bytes)
@@ -222,18 +279,27 @@ mod tests {
     use super::*;
 
     fn draft(n: usize) -> ReceiptDraft {
-        let mut body = Map::new();
-        body.insert("action".to_owned(), json!({"tool": "shell", "requester_context": {"session": format!("s{n}")}}));
-        body.insert("decision".to_owned(), json!({"result": "ALLOW", "policy": {"hash": "sha256:00"}}));
-        body.insert("context".to_owned(), json!({"context_hash": "sha256:11"}));
-        ReceiptDraft {
-            receipt_id: format!("r{n}"),
-            body,
-            session: "s".to_owned(),
-            agent: "a".to_owned(),
-            decision: "ALLOW".to_owned(),
-            entry: None,
-        }
+        let body = ReceiptBody {
+            action: json!({"tool": "shell", "parameters": {"b": 1, "a": "é\u{1F600}", "z": [1.5, null]},
+                           "requester_context": {"session": format!("s{n}")}}),
+            decision: json!({"result": "ALLOW", "policy": {"hash": "sha256:00"}}),
+            context_hash: "sha256:11".to_owned(),
+            approval: Value::Null,
+            deferral: Value::Null,
+            vendor: json!({"integration": "x", "reply": {"status": 200, "body": {"vendor": 1}}}),
+        };
+        ReceiptDraft::new(format!("r{n}"), body, "s".to_owned(), "a".to_owned(), "ALLOW".to_owned(), None).unwrap()
+    }
+
+    #[test]
+    // Assembling pre-canonicalised members gives the JCS bytes of the whole receipt.
+    fn sealed_bytes_are_jcs_of_the_whole_receipt() {
+        let key = ReceiptKey::generate();
+        let bytes = seal(&draft(0), "2026-11-23T00:00:00.000Z", Some(3), &mut ChainHead::genesis(), &key).unwrap();
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(serde_jcs::to_vec(&value).unwrap(), bytes);
+        assert_eq!(value["context"]["session_seq"], json!(3));
+        assert_eq!(value["version"], json!(RECEIPT_VERSION));
     }
 
     fn log(n: usize, key: &ReceiptKey) -> Vec<Value> {

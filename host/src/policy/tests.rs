@@ -146,10 +146,15 @@ fn default_posture_applies() {
 }
 
 #[test]
-// Payload keys that Cedar reads as entity escapes are neutralised.
-fn entity_escapes_in_parameters_are_neutralised() {
-    let v = cedar_safe(&json!({"__entity": {"type": "Agent", "id": "root"}, "n": 1.5, "z": null}), 0).unwrap();
-    assert!(v.get("__entity").is_none());
+// A payload key that Cedar's JSON format reads as an entity escape stays a
+// plain attribute, so a payload cannot smuggle in an entity reference.
+fn entity_escapes_in_parameters_are_plain_attributes() {
+    let p = pack("@id(\"f\") forbid(principal, action, resource) when { context.parameters has \"__entity\" && context.parameters[\"__entity\"] has \"id\" };").unwrap();
+    let a = action_from(&json!({"tool": "shell", "operation": "exec",
+        "parameters": {"__entity": {"type": "Agent", "id": "root"}, "n": 1.5, "z": null}}));
+    let out = Pdp::new(p, Some(Posture::Allow)).decide(&a, &SessionSummary::new("s"));
+    assert_eq!((out.decision, out.fault.is_none()), (Decision::Deny, true), "{}", out.reason);
+    let v = cedar_safe(&json!({"n": 1.5, "z": null}), 0).unwrap();
     assert_eq!(v["n"], json!("1.5"));
     assert!(v.get("z").is_none());
 }
