@@ -65,15 +65,8 @@ const CLEARED_VARS: &[&str] = &[
 
 /// Prefixes of further per-build variables cleared for the same reason
 /// (`CARGO_PROFILE_*` would override the guests' size-tuned release profile).
-const CLEARED_PREFIXES: &[&str] = &[
-    "CARGO_ENCODED_",
-    "CARGO_CFG_",
-    "CARGO_FEATURE_",
-    "CARGO_PKG_",
-    "CARGO_PROFILE_",
-    "DEP_",
-    "__CARGO_",
-];
+const CLEARED_PREFIXES: &[&str] =
+    &["CARGO_ENCODED_", "CARGO_CFG_", "CARGO_FEATURE_", "CARGO_PKG_", "CARGO_PROFILE_", "DEP_", "__CARGO_"];
 
 fn main() {
     if let Err(message) = run() {
@@ -165,8 +158,7 @@ fn watch_inputs(repo: &Path) -> Result<(), String> {
         repo.join("sdk-guest").join("Cargo.toml"),
     ];
     let plugins = repo.join("plugins");
-    let entries =
-        fs::read_dir(&plugins).map_err(|e| format!("cannot list `{}`: {e}", plugins.display()))?;
+    let entries = fs::read_dir(&plugins).map_err(|e| format!("cannot list `{}`: {e}", plugins.display()))?;
     for entry in entries {
         let entry = entry.map_err(|e| format!("cannot list `{}`: {e}", plugins.display()))?;
         if entry.file_name() != "target" {
@@ -194,9 +186,7 @@ fn check_guest_target() -> Result<(), String> {
     let libdir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let installed = output.status.success()
         && fs::read_dir(&libdir).is_ok_and(|mut entries| {
-            entries.any(|e| {
-                e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-"))
-            })
+            entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-")))
         });
     if installed {
         Ok(())
@@ -232,9 +222,7 @@ fn build_guests(repo: &Path, guest_dir: &Path) -> Result<(), String> {
             cmd.env_remove(&name);
         }
     }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run cargo for the guest plugins: {e}"))?;
+    let status = cmd.status().map_err(|e| format!("cannot run cargo for the guest plugins: {e}"))?;
     if status.success() {
         Ok(())
     } else {

@@ -38,8 +38,7 @@ struct Args {
     client_threads: usize,
 }
 
-const USAGE: &str =
-    "usage: hot_path [--quick] [--duration SECS] [--concurrency N] [--rate R] [--client-threads N]";
+const USAGE: &str = "usage: hot_path [--quick] [--duration SECS] [--concurrency N] [--rate R] [--client-threads N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -57,9 +56,7 @@ fn parse_args() -> Result<Args, String> {
     let mut quick = !benching;
     let mut it = raw.into_iter();
     let num = |name: &str, v: Option<String>| -> Result<u64, String> {
-        v.ok_or(format!("{name} needs a value"))?
-            .parse::<u64>()
-            .map_err(|e| format!("{name}: {e}"))
+        v.ok_or(format!("{name} needs a value"))?.parse::<u64>().map_err(|e| format!("{name}: {e}"))
     };
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -69,13 +66,9 @@ fn parse_args() -> Result<Args, String> {
                 args.duration = Duration::from_secs(num("--duration", it.next())?.max(1));
                 explicit_duration = true;
             }
-            "--concurrency" => {
-                args.concurrency = num("--concurrency", it.next())?.clamp(1, 4096) as usize
-            }
+            "--concurrency" => args.concurrency = num("--concurrency", it.next())?.clamp(1, 4096) as usize,
             "--rate" => args.rate = num("--rate", it.next())?.clamp(1, 1_000_000),
-            "--client-threads" => {
-                args.client_threads = num("--client-threads", it.next())?.clamp(1, 64) as usize
-            }
+            "--client-threads" => args.client_threads = num("--client-threads", it.next())?.clamp(1, 64) as usize,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -95,16 +88,10 @@ fn templates() -> Vec<String> {
     read["session_id"] = Value::from("__SID__");
     read["tool_name"] = Value::from("Read");
     read["tool_input"] = serde_json::json!({"file_path": "/home/dev/work/proj/README.md"});
-    [
-        bash("ls"),
-        bash("git status"),
-        read,
-        bash("rm -rf /"),
-        bash("mkfs.ext4 /dev/sda1"),
-    ]
-    .iter()
-    .map(|v| serde_json::to_string(v).expect("json"))
-    .collect()
+    [bash("ls"), bash("git status"), read, bash("rm -rf /"), bash("mkfs.ext4 /dev/sda1")]
+        .iter()
+        .map(|v| serde_json::to_string(v).expect("json"))
+        .collect()
 }
 
 /// What one request ended as.
@@ -166,11 +153,7 @@ impl Target {
         let outcome = if resp.status() != 200 {
             Outcome::Error
         } else {
-            match resp
-                .headers()
-                .get("x-arbiter-decision")
-                .map(|v| v.as_bytes())
-            {
+            match resp.headers().get("x-arbiter-decision").map(|v| v.as_bytes()) {
                 Some(b"ALLOW") => Outcome::Allow,
                 Some(b"DENY") => Outcome::Deny,
                 _ => Outcome::Other,
@@ -253,11 +236,7 @@ async fn closed_loop(target: Arc<Target>, args: &Args) -> ClosedResult {
         hist.add(&h).expect("merging histograms");
     }
     let measured = args.duration.as_secs_f64();
-    ClosedResult {
-        rate: counts.total() as f64 / measured,
-        hist,
-        counts,
-    }
+    ClosedResult { rate: counts.total() as f64 / measured, hist, counts }
 }
 
 struct OpenResult {
@@ -321,16 +300,8 @@ async fn open_loop(target: Arc<Target>, rate: u64, duration: Duration, record: b
         }
     }
     let _ = scheduler.join();
-    let hist = hist
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_else(|_| new_hist());
-    OpenResult {
-        hist,
-        counts,
-        scheduled: total,
-        late_starts: late.load(Ordering::Relaxed),
-    }
+    let hist = hist.lock().map(|h| h.clone()).unwrap_or_else(|_| new_hist());
+    OpenResult { hist, counts, scheduled: total, late_starts: late.load(Ordering::Relaxed) }
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -362,22 +333,11 @@ fn main() {
     });
     let pid = server.pid();
 
-    eprintln!(
-        "hot_path: closed loop, {} clients, {:?} warm-up + {:?}",
-        args.concurrency, args.warmup, args.duration
-    );
+    eprintln!("hot_path: closed loop, {} clients, {:?} warm-up + {:?}", args.concurrency, args.warmup, args.duration);
     let closed = rt.block_on(closed_loop(target.clone(), &args));
     eprintln!("hot_path: open loop warm-up at {}/s", args.rate);
-    rt.block_on(open_loop(
-        target.clone(),
-        args.rate,
-        Duration::from_secs(1),
-        false,
-    ));
-    eprintln!(
-        "hot_path: open loop at {}/s for {:?}",
-        args.rate, args.duration
-    );
+    rt.block_on(open_loop(target.clone(), args.rate, Duration::from_secs(1), false));
+    eprintln!("hot_path: open loop at {}/s for {:?}", args.rate, args.duration);
     let open = rt.block_on(open_loop(target.clone(), args.rate, args.duration, true));
 
     let rss = peak_rss_kib(pid);
@@ -391,9 +351,7 @@ fn main() {
     println!("=== arbiter hot_path ===");
     println!(
         "machine: {} cpus; client threads {}; durable receipts on (default config)",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         args.client_threads
     );
     println!(

@@ -92,7 +92,8 @@ impl IntoResponse for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
-        let mut response = (status, Json(json!({"error": {"code": code, "message": self.to_string()}}))).into_response();
+        let mut response =
+            (status, Json(json!({"error": {"code": code, "message": self.to_string()}}))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -173,7 +174,13 @@ fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<By
 /// Headers a plugin never sees: credentials of the hook caller.
 const HIDDEN_HEADERS: [&str; 4] = ["authorization", "cookie", "proxy-authorization", "x-api-key"];
 
-async fn hook(state: State<AppState>, Path(integration): Path<String>, method: Method, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn hook(
+    state: State<AppState>,
+    Path(integration): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     govern(state, integration, String::new(), method, headers, body).await
 }
 
@@ -220,12 +227,17 @@ async fn govern(
         PipelineError::InvalidAction(m) => ApiError::BadRequest(m),
     })?;
     let status = StatusCode::from_u16(reply.response.status).unwrap_or(StatusCode::OK);
-    let mut response = Response::builder().status(status).body(Body::from(reply.response.body)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut response = Response::builder()
+        .status(status)
+        .body(Body::from(reply.response.body))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let out = response.headers_mut();
     for (name, value) in &reply.response.headers {
         // Framing headers are the server's business, not the plugin's.
         let lower = name.to_ascii_lowercase();
-        if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "connection") || lower.starts_with("x-arbiter-") {
+        if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "connection")
+            || lower.starts_with("x-arbiter-")
+        {
             continue;
         }
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(lower), HeaderValue::try_from(value.as_str())) {
@@ -243,7 +255,8 @@ async fn govern(
 
 async fn evaluate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = body_or_error(body, state.body_limit)?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
     match state.pipeline.evaluate(&value).await {
         Ok(reply) => Ok(Json(reply).into_response()),
         Err(PipelineError::InvalidAction(m)) => Err(ApiError::BadRequest(m)),
@@ -275,7 +288,10 @@ fn decode_cursor(cursor: &str) -> Option<u64> {
     Some(u64::from_be_bytes(seq.try_into().ok()?))
 }
 
-async fn list_receipts(State(state): State<AppState>, params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>) -> Result<Json<Value>, ApiError> {
+async fn list_receipts(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let time = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
         v.as_deref()
@@ -326,9 +342,11 @@ async fn keys(State(state): State<AppState>) -> Json<Value> {
 
 async fn session(State(state): State<AppState>, Path(session_id): Path<String>) -> Result<Json<Value>, ApiError> {
     let store = state.pipeline.store().clone();
-    let (summary, entries) = tokio::task::spawn_blocking(move || Ok::<_, crate::store::StoreError>((store.session_summary(&session_id)?, store.session_entries(&session_id)?)))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let (summary, entries) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::store::StoreError>((store.session_summary(&session_id)?, store.session_entries(&session_id)?))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
     if entries.is_empty() {
         return Err(ApiError::NotFound(format!("no session `{}`", summary.session_id)));
     }
@@ -349,7 +367,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if state.pipeline.store().is_healthy() {
         Json(json!({"status": "ok"})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "store refuses writes"}))).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "store refuses writes"})))
+            .into_response()
     }
 }
 

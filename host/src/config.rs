@@ -179,13 +179,12 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-                let mut config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.to_owned(),
-                    source: Box::new(source),
-                })?;
+                let mut config: Self = toml::from_str(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
                 // The default integration stays unless the file redefines it.
-                config.integrations.entry("claude-code".to_owned()).or_insert_with(|| {
-                    IntegrationConfig { plugin: "claude-code".to_owned(), settings: BTreeMap::new() }
+                config.integrations.entry("claude-code".to_owned()).or_insert_with(|| IntegrationConfig {
+                    plugin: "claude-code".to_owned(),
+                    settings: BTreeMap::new(),
                 });
                 config
             }

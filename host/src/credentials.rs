@@ -78,11 +78,7 @@ impl Token {
     }
 
     /// Use `inline`, else read `file`, else read or create `default_file`.
-    pub fn resolve(
-        inline: Option<&str>,
-        file: Option<&Path>,
-        default_file: &Path,
-    ) -> Result<Self, CredentialError> {
+    pub fn resolve(inline: Option<&str>, file: Option<&Path>, default_file: &Path) -> Result<Self, CredentialError> {
         if let Some(secret) = inline {
             return Self::from_secret(secret, "config");
         }
@@ -103,12 +99,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CredentialError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))?;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))?;
     file.write_all(bytes).map_err(io_err(path))?;
     file.sync_all().map_err(io_err(path))?;
     Ok(())

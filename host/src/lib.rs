@@ -44,7 +44,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.auth.ingress_token_file.as_deref(),
         &data.join("ingress.token"),
     )?;
-    let admin_token = Token::resolve(config.auth.admin_token.as_deref(), config.auth.admin_token_file.as_deref(), &data.join("admin.token"))?;
+    let admin_token = Token::resolve(
+        config.auth.admin_token.as_deref(),
+        config.auth.admin_token_file.as_deref(),
+        &data.join("admin.token"),
+    )?;
     let key = Arc::new(ReceiptKey::load_or_create(&data.join("keys").join(ReceiptKey::FILE_NAME))?);
 
     let pack = match &config.policies {
@@ -55,7 +59,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(pack = %id.pack, version = %id.version, hash = %id.hash, policies = pack.len(), "policy pack loaded");
     let pdp = Arc::new(policy::Pdp::new(pack, config.default_posture));
 
-    let store = store::Store::open(&data.join("store"), key.clone(), config.store.max_batch).context("cannot open the store")?;
+    let store = store::Store::open(&data.join("store"), key.clone(), config.store.max_batch)
+        .context("cannot open the store")?;
 
     let plugins = Arc::new(plugins::PluginHost::new(&config.plugins)?);
     let loader = plugins.clone();
@@ -76,7 +81,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
-    let pipeline = Arc::new(pipeline::Pipeline::new(plugins, pdp, store, pipeline::integrations(&config.integrations))?);
+    let pipeline =
+        Arc::new(pipeline::Pipeline::new(plugins, pdp, store, pipeline::integrations(&config.integrations))?);
     let state = api::AppState {
         pipeline,
         ingress_token: Arc::new(ingress_token),
@@ -86,7 +92,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_concurrent: config.ingress.max_concurrent_requests,
         request_timeout: Duration::from_millis(config.ingress.request_timeout_ms),
     };
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     println!("{}", serde_json::json!({"event": "listening", "addr": addr.to_string()}));
     tracing::info!(%addr, data_dir = %data.display(), "arbiter listening");

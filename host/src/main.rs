@@ -72,7 +72,9 @@ fn main() -> ExitCode {
         Command::Serve { config, data_dir, listen, policies } => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
-                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+                )
                 .init();
             let result = (|| {
                 let mut config = Config::load(config.as_deref())?;
@@ -126,7 +128,8 @@ fn main() -> ExitCode {
 
 fn verify(receipts: &Path, keys: &Path, require_complete: bool) -> Result<String, String> {
     let keys_text = std::fs::read_to_string(keys).map_err(|e| format!("cannot read `{}`: {e}", keys.display()))?;
-    let keys_json: Value = serde_json::from_str(&keys_text).map_err(|e| format!("`{}` is not JSON: {e}", keys.display()))?;
+    let keys_json: Value =
+        serde_json::from_str(&keys_text).map_err(|e| format!("`{}` is not JSON: {e}", keys.display()))?;
     let keys = parse_keys(&keys_json)?;
     let text = std::fs::read_to_string(receipts).map_err(|e| format!("cannot read `{}`: {e}", receipts.display()))?;
     let list = parse_receipts(&text).map_err(|e| format!("`{}`: {e}", receipts.display()))?;
@@ -137,7 +140,10 @@ fn verify(receipts: &Path, keys: &Path, require_complete: bool) -> Result<String
     if require_complete {
         let first = list.iter().filter_map(|r| r.pointer("/chain/seq").and_then(Value::as_u64)).min();
         if first != Some(0) {
-            return Err(format!("incomplete log: the first receipt has seq {}, not 0", first.map_or("?".to_owned(), |s| s.to_string())));
+            return Err(format!(
+                "incomplete log: the first receipt has seq {}, not 0",
+                first.map_or("?".to_owned(), |s| s.to_string())
+            ));
         }
         if report.gaps > 0 {
             return Err(format!("incomplete log: {} gaps where receipts are missing from the chain", report.gaps));

@@ -20,7 +20,9 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::context::{EntryDraft, EntryKind};
-use crate::model::{AssertedBy, CanonicalAction, Decision, Fault, FaultComponent, FaultKind, RequesterContext, now_rfc3339};
+use crate::model::{
+    AssertedBy, CanonicalAction, Decision, Fault, FaultComponent, FaultKind, RequesterContext, now_rfc3339,
+};
 use crate::plugins::{Plugin, PluginHost, Settings, wit};
 use crate::policy::{Pdp, PolicyOutcome};
 use crate::receipts::{ReceiptBody, ReceiptDraft, SealError};
@@ -103,7 +105,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Tie the components together. Fails if the bundled schema is broken.
-    pub fn new(plugins: Arc<PluginHost>, pdp: Arc<Pdp>, store: Store, integrations: HashMap<String, Integration>) -> anyhow::Result<Self> {
+    pub fn new(
+        plugins: Arc<PluginHost>,
+        pdp: Arc<Pdp>,
+        store: Store,
+        integrations: HashMap<String, Integration>,
+    ) -> anyhow::Result<Self> {
         let schema: Value = serde_json::from_str(ACTION_SCHEMA)?;
         let action_schema = jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("action schema: {e}"))?;
         Ok(Self { plugins, pdp, store, integrations, action_schema })
@@ -126,8 +133,12 @@ impl Pipeline {
 
     /// Govern one vendor hook request.
     pub async fn handle_hook(&self, integration: &str, request: wit::HttpRequest) -> Result<HookReply, PipelineError> {
-        let config = self.integrations.get(integration).ok_or_else(|| PipelineError::UnknownIntegration(integration.to_owned()))?;
-        let plugin = self.plugins.get(&config.plugin).ok_or_else(|| PipelineError::PluginMissing(integration.to_owned()))?;
+        let config = self
+            .integrations
+            .get(integration)
+            .ok_or_else(|| PipelineError::UnknownIntegration(integration.to_owned()))?;
+        let plugin =
+            self.plugins.get(&config.plugin).ok_or_else(|| PipelineError::PluginMissing(integration.to_owned()))?;
         let settings = config.settings.clone();
         let request = Arc::new(request);
 
@@ -169,7 +180,9 @@ impl Pipeline {
             let receipt_id = uuid::Uuid::now_v7().to_string();
             let outcome = match (&action, &summary, &context_fault) {
                 (Err(fault), _, _) | (_, _, Some(fault)) => fault_outcome(fault.clone()),
-                (_, Err(e), _) => fault_outcome(Fault::new(FaultComponent::Store, FaultKind::Unavailable, e.to_string())),
+                (_, Err(e), _) => {
+                    fault_outcome(Fault::new(FaultComponent::Store, FaultKind::Unavailable, e.to_string()))
+                }
                 (Ok(a), Ok(s), None) => self.pdp.decide(a, s),
             };
             let action = action.unwrap_or_else(|_| placeholder_action(integration, &request, Some(&requester)));
@@ -183,7 +196,11 @@ impl Pipeline {
                 decision: to_wit(d.outcome.decision),
                 reason: d.outcome.reason.clone(),
                 receipt_id: Some(d.receipt_id.clone()),
-                modified_parameters_json: d.outcome.modified_parameters.as_ref().map(|p| Value::Object(p.clone()).to_string()),
+                modified_parameters_json: d
+                    .outcome
+                    .modified_parameters
+                    .as_ref()
+                    .map(|p| Value::Object(p.clone()).to_string()),
                 fault: d.outcome.fault.is_some(),
                 decided: true,
             },
@@ -209,7 +226,8 @@ impl Pipeline {
         let lead_receipt = lead.map(|d| d.receipt_id.clone());
         // A plugin that just broke the contract is not asked to phrase the
         // answer: its blocking reply is used instead.
-        let plugin_fault = decided.iter().find_map(|d| d.outcome.fault.as_ref().filter(|f| f.component == FaultComponent::Plugin));
+        let plugin_fault =
+            decided.iter().find_map(|d| d.outcome.fault.as_ref().filter(|f| f.component == FaultComponent::Plugin));
         let encoded = match plugin_fault {
             Some(f) => Err(f.clone()),
             None => self.plugins.encode(&plugin, settings, request.clone(), verdict).await,
@@ -228,7 +246,8 @@ impl Pipeline {
 
         // 5. Receipts, durable before the reply.
         for d in decided {
-            let draft = receipt_draft(&self.pdp, &d, Some((&plugin, integration)), Some(&response), true).map_err(StoreError::from);
+            let draft = receipt_draft(&self.pdp, &d, Some((&plugin, integration)), Some(&response), true)
+                .map_err(StoreError::from);
             let written = match draft {
                 Ok(draft) => self.store.append_receipt(draft).await.map(|_| ()),
                 Err(e) => Err(e),
@@ -246,7 +265,13 @@ impl Pipeline {
     }
 
     /// Block a request the plugin could not decode, with a receipt.
-    async fn block_undecoded(&self, integration: &str, plugin: &Plugin, request: &wit::HttpRequest, fault: Fault) -> HookReply {
+    async fn block_undecoded(
+        &self,
+        integration: &str,
+        plugin: &Plugin,
+        request: &wit::HttpRequest,
+        fault: Fault,
+    ) -> HookReply {
         let reason = format!("blocked: {}", fault.message);
         let response = plugin.blocking_reply(&reason);
         let d = Decided {
@@ -270,11 +295,13 @@ impl Pipeline {
 
     /// Govern one action from an SDK-style caller.
     pub async fn evaluate(&self, body: &Value) -> Result<EvaluateReply, PipelineError> {
-        let errors: Vec<String> = self.action_schema.iter_errors(body).take(5).map(|e| format!("{} at `{}`", e, e.instance_path)).collect();
+        let errors: Vec<String> =
+            self.action_schema.iter_errors(body).take(5).map(|e| format!("{} at `{}`", e, e.instance_path)).collect();
         if !errors.is_empty() {
             return Err(PipelineError::InvalidAction(errors.join("; ")));
         }
-        let input: EvaluateInput = serde_json::from_value(body.clone()).map_err(|e| PipelineError::InvalidAction(e.to_string()))?;
+        let input: EvaluateInput =
+            serde_json::from_value(body.clone()).map_err(|e| PipelineError::InvalidAction(e.to_string()))?;
         let action = input.into_action();
         let outcome = match self.store.session_summary(&action.requester_context.session) {
             Ok(s) => self.pdp.decide(&action, &s),
@@ -292,14 +319,22 @@ impl Pipeline {
     }
 
     /// Turn a plugin's action into a canonical action, or a malformed fault.
-    fn canonical_action(&self, a: wit::Action, requester: &RequesterContext, integration: &str) -> Result<CanonicalAction, Fault> {
+    fn canonical_action(
+        &self,
+        a: wit::Action,
+        requester: &RequesterContext,
+        integration: &str,
+    ) -> Result<CanonicalAction, Fault> {
         let parameters = match serde_json::from_str::<Value>(&a.parameters_json) {
             Ok(Value::Object(m)) => m,
             Ok(_) => return Err(plugin_malformed("action parameters-json is not a JSON object")),
             Err(e) => return Err(plugin_malformed(&format!("action parameters-json is not JSON: {e}"))),
         };
         let action = CanonicalAction {
-            action_id: a.call_id.filter(|c| !c.is_empty() && c.len() <= 128).unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            action_id: a
+                .call_id
+                .filter(|c| !c.is_empty() && c.len() <= 128)
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             timestamp: now_rfc3339(),
             tool: a.tool,
             operation: a.operation,
@@ -347,7 +382,11 @@ fn requester_context(r: &wit::Requester) -> Result<RequesterContext, Fault> {
 
 /// Stand-in action for a request that never became one: it records which
 /// request it was (digest and size), never its content.
-fn placeholder_action(integration: &str, request: &wit::HttpRequest, requester: Option<&RequesterContext>) -> CanonicalAction {
+fn placeholder_action(
+    integration: &str,
+    request: &wit::HttpRequest,
+    requester: Option<&RequesterContext>,
+) -> CanonicalAction {
     let mut parameters = Map::new();
     parameters.insert("request_sha256".to_owned(), Value::String(hex::encode(Sha256::digest(&request.body))));
     parameters.insert("request_bytes".to_owned(), Value::from(request.body.len()));
@@ -457,8 +496,10 @@ fn receipt_draft(
             "event_kind": d.action.event_kind,
             "reply": reply.map(recorded_reply),
         }),
-        None => json!({"integration": d.action.integration, "plugin": null, "plugin_version": null, "plugin_digest": null,
-                       "event_kind": d.action.event_kind, "reply": null}),
+        None => {
+            json!({"integration": d.action.integration, "plugin": null, "plugin_version": null, "plugin_digest": null,
+                       "event_kind": d.action.event_kind, "reply": null})
+        }
     };
     let body = ReceiptBody {
         action: serde_json::to_value(&d.action).map_err(|e| SealError::Canonical(e.to_string()))?,
@@ -562,6 +603,8 @@ impl EvaluateInput {
 pub fn integrations(config: &BTreeMap<String, crate::config::IntegrationConfig>) -> HashMap<String, Integration> {
     config
         .iter()
-        .map(|(name, c)| (name.clone(), Integration { plugin: c.plugin.clone(), settings: Arc::new(c.settings.clone()) }))
+        .map(|(name, c)| {
+            (name.clone(), Integration { plugin: c.plugin.clone(), settings: Arc::new(c.settings.clone()) })
+        })
         .collect()
 }

@@ -29,8 +29,7 @@ use crate::context::SessionSummary;
 use crate::model::{CanonicalAction, Decision, Fault, FaultComponent, FaultKind};
 
 /// The bundled default pack, compiled into the binary.
-static BASELINE: include_dir::Dir<'static> =
-    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../policies/baseline");
+static BASELINE: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/../policies/baseline");
 
 /// Id recorded when no policy matched and the default posture decided.
 pub const DEFAULT_POLICY_ID: &str = "arbiter.default";
@@ -259,13 +258,14 @@ impl PolicyPack {
                     pid.clone(),
                     PolicyMeta { classification, reason: policy.annotation("reason").map(str::to_owned) },
                 );
-                policies
-                    .add(policy.new_id(pid))
-                    .map_err(|e| annotation_err(format!("`{id}`: {e}")))?;
+                policies.add(policy.new_id(pid)).map_err(|e| annotation_err(format!("`{id}`: {e}")))?;
             }
         }
         if meta.is_empty() {
-            return Err(PackError::Manifest { file: "*.cedar".to_owned(), reason: "the pack has no policies".to_owned() });
+            return Err(PackError::Manifest {
+                file: "*.cedar".to_owned(),
+                reason: "the pack has no policies".to_owned(),
+            });
         }
 
         let mut detectors = Vec::new();
@@ -350,10 +350,7 @@ fn collect_dir(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Res
         let path = path.to_owned();
         move |source| PackError::Io { path, source }
     };
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .collect::<Result<_, _>>()
-        .map_err(io(dir))?;
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io(dir))?.collect::<Result<_, _>>().map_err(io(dir))?;
     entries.sort_by_key(std::fs::DirEntry::path);
     for entry in entries {
         let path = entry.path();
@@ -487,7 +484,13 @@ impl Pdp {
         outcome(decision, classification, reason, ids.iter().map(ToString::to_string).collect())
     }
 
-    fn fault(&self, signals: Vec<String>, data_classes: Vec<String>, context_hash: String, message: String) -> PolicyOutcome {
+    fn fault(
+        &self,
+        signals: Vec<String>,
+        data_classes: Vec<String>,
+        context_hash: String,
+        message: String,
+    ) -> PolicyOutcome {
         PolicyOutcome {
             decision: Decision::Deny,
             classification: None,
@@ -542,7 +545,10 @@ impl Pdp {
         let agent = rc.agent.as_deref().unwrap_or("unknown");
         let name = action.action_name();
         let uid = |ty: &str, id: &str| -> Result<EntityUid, String> {
-            Ok(EntityUid::from_type_name_and_id(EntityTypeName::from_str(ty).map_err(|e| e.to_string())?, EntityId::new(id)))
+            Ok(EntityUid::from_type_name_and_id(
+                EntityTypeName::from_str(ty).map_err(|e| e.to_string())?,
+                EntityId::new(id),
+            ))
         };
         let principal = uid("Agent", agent)?;
         let action_uid = uid("Action", &name)?;
@@ -551,7 +557,10 @@ impl Pdp {
         let mut attrs = HashMap::from([
             ("service".to_owned(), RestrictedExpression::new_string(rc.service.clone().unwrap_or_default())),
             ("integration".to_owned(), RestrictedExpression::new_string(action.integration.clone())),
-            ("roles".to_owned(), RestrictedExpression::new_set(rc.roles.iter().cloned().map(RestrictedExpression::new_string))),
+            (
+                "roles".to_owned(),
+                RestrictedExpression::new_set(rc.roles.iter().cloned().map(RestrictedExpression::new_string)),
+            ),
         ]);
         if let Some(h) = &rc.human {
             attrs.insert("human".to_owned(), RestrictedExpression::new_string(h.clone()));
@@ -638,7 +647,12 @@ fn any_string(v: &Value, depth: usize, f: &mut dyn FnMut(&str) -> bool) -> bool 
 }
 
 /// Build the Cedar context (see docs/policy-guide.md for the model).
-fn cedar_context(action: &CanonicalAction, session: &SessionSummary, signals: &[String], data_classes: &[String]) -> Value {
+fn cedar_context(
+    action: &CanonicalAction,
+    session: &SessionSummary,
+    signals: &[String],
+    data_classes: &[String],
+) -> Value {
     json!({
         "tool": action.tool,
         "operation": action.operation,

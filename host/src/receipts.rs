@@ -67,7 +67,14 @@ pub struct ReceiptBody {
 
 impl ReceiptDraft {
     /// Canonicalise `body` into a draft.
-    pub fn new(receipt_id: String, body: ReceiptBody, session: String, agent: String, decision: String, entry: Option<EntryDraft>) -> Result<Self, SealError> {
+    pub fn new(
+        receipt_id: String,
+        body: ReceiptBody,
+        session: String,
+        agent: String,
+        decision: String,
+        entry: Option<EntryDraft>,
+    ) -> Result<Self, SealError> {
         let jcs = |v: &Value| serde_jcs::to_vec(v).map_err(|e| SealError::Canonical(e.to_string()));
         let members = vec![
             ("action", jcs(&body.action)?),
@@ -203,7 +210,10 @@ pub fn parse_keys(keys: &Value) -> Result<HashMap<String, VerifyingKey>, String>
 
 /// Check every signature, and the chain link between every pair of
 /// receipts with consecutive seqs (receipts are taken in seq order).
-pub fn verify_receipts(receipts: &[Value], keys: &HashMap<String, VerifyingKey>) -> Result<VerifyReport, VerifyFailure> {
+pub fn verify_receipts(
+    receipts: &[Value],
+    keys: &HashMap<String, VerifyingKey>,
+) -> Result<VerifyReport, VerifyFailure> {
     let mut ordered: Vec<(usize, &Value)> = receipts.iter().enumerate().collect();
     ordered.sort_by_key(|(_, r)| r.pointer("/chain/seq").and_then(Value::as_u64).unwrap_or(u64::MAX));
     let mut report = VerifyReport { receipts: 0, links: 0, gaps: 0 };
@@ -215,7 +225,8 @@ pub fn verify_receipts(receipts: &[Value], keys: &HashMap<String, VerifyingKey>)
             index,
             problem,
         };
-        let seq = receipt.pointer("/chain/seq").and_then(Value::as_u64).ok_or_else(|| fail("no chain.seq".to_owned()))?;
+        let seq =
+            receipt.pointer("/chain/seq").and_then(Value::as_u64).ok_or_else(|| fail("no chain.seq".to_owned()))?;
         let prev_hash = receipt
             .pointer("/chain/prev_hash")
             .and_then(Value::as_str)
@@ -305,7 +316,10 @@ mod tests {
     fn log(n: usize, key: &ReceiptKey) -> Vec<Value> {
         let mut head = ChainHead::genesis();
         (0..n)
-            .map(|i| serde_json::from_slice(&seal(&draft(i), "2026-11-23T00:00:00.000Z", None, &mut head, key).unwrap()).unwrap())
+            .map(|i| {
+                serde_json::from_slice(&seal(&draft(i), "2026-11-23T00:00:00.000Z", None, &mut head, key).unwrap())
+                    .unwrap()
+            })
             .collect()
     }
 

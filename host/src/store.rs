@@ -282,14 +282,15 @@ impl Store {
             from = from.max(seq_suffix(&k).unwrap_or(0));
         }
         let seqs: Box<dyn Iterator<Item = Result<u64, StoreError>>> = {
-            let index = |part: &PartitionHandle, prefix: Vec<u8>| -> Box<dyn Iterator<Item = Result<u64, StoreError>>> {
-                let start = cat(&prefix, &from.to_be_bytes());
-                let end = cat(&prefix, &u64::MAX.to_be_bytes());
-                Box::new(part.range(start..=end).map(|kv| {
-                    let (k, _) = kv?;
-                    seq_suffix(&k).ok_or_else(|| StoreError::Corrupt("bad index key".to_owned()))
-                }))
-            };
+            let index =
+                |part: &PartitionHandle, prefix: Vec<u8>| -> Box<dyn Iterator<Item = Result<u64, StoreError>>> {
+                    let start = cat(&prefix, &from.to_be_bytes());
+                    let end = cat(&prefix, &u64::MAX.to_be_bytes());
+                    Box::new(part.range(start..=end).map(|kv| {
+                        let (k, _) = kv?;
+                        seq_suffix(&k).ok_or_else(|| StoreError::Corrupt("bad index key".to_owned()))
+                    }))
+                };
             if let Some(s) = &q.session_id {
                 index(&self.parts.by_session, lp(s))
             } else if let Some(a) = &q.agent {
@@ -315,8 +316,12 @@ impl Store {
                 return Ok(ReceiptPage { receipts, next_seq: None });
             }
             let keep = q.since_ms.is_none_or(|s| at.is_some_and(|t| t >= s))
-                && q.session_id.as_deref().is_none_or(|s| r.pointer("/action/requester_context/session").and_then(Value::as_str) == Some(s))
-                && q.agent.as_deref().is_none_or(|a| r.pointer("/action/requester_context/agent").and_then(Value::as_str) == Some(a))
+                && q.session_id
+                    .as_deref()
+                    .is_none_or(|s| r.pointer("/action/requester_context/session").and_then(Value::as_str) == Some(s))
+                && q.agent
+                    .as_deref()
+                    .is_none_or(|a| r.pointer("/action/requester_context/agent").and_then(Value::as_str) == Some(a))
                 && q.decision.is_none_or(|d| r.pointer("/decision/result").and_then(Value::as_str) == Some(d.as_str()));
             if keep {
                 receipts.push(r);
@@ -390,7 +395,14 @@ impl Writer {
         let mut summary = self.summary(&draft.session_id)?;
         let seq = summary.entries;
         let hash = Entry::compute_hash(seq, draft.kind, at, &draft.data, &summary.head_hash);
-        let entry = Entry { seq, kind: draft.kind, at: at.to_owned(), data: draft.data, prev_hash: summary.head_hash.clone(), hash };
+        let entry = Entry {
+            seq,
+            kind: draft.kind,
+            at: at.to_owned(),
+            data: draft.data,
+            prev_hash: summary.head_hash.clone(),
+            hash,
+        };
         summary.apply(&entry);
         let entry_bytes = serde_json::to_vec(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let summary_bytes = serde_json::to_vec(&summary).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -455,7 +467,13 @@ impl Writer {
         }
     }
 
-    fn receipt(&mut self, batch: &mut fjall::Batch, mut draft: ReceiptDraft, ms: u64, at: &str) -> Result<Committed, StoreError> {
+    fn receipt(
+        &mut self,
+        batch: &mut fjall::Batch,
+        mut draft: ReceiptDraft,
+        ms: u64,
+        at: &str,
+    ) -> Result<Committed, StoreError> {
         let session_seq = match draft.entry.take() {
             Some(entry) => Some(self.chain_entry(batch, entry, at)?.seq),
             None => None,

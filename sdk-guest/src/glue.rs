@@ -5,10 +5,7 @@ pub use wit_bindgen;
 
 /// Bindings for the `arbiter:plugin/adapter@0.1.0` world.
 #[expect(missing_docs, reason = "generated code")]
-#[allow(
-    clippy::too_many_arguments,
-    reason = "generated code; the lint fires only for some wit-bindgen versions"
-)]
+#[allow(clippy::too_many_arguments, reason = "generated code; the lint fires only for some wit-bindgen versions")]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit/plugin/v0.1.0",
@@ -69,20 +66,11 @@ pub fn encode<A: Adapter>(request: HttpRequest, verdict: Verdict) -> HttpRespons
 }
 
 fn request_from_wit(r: HttpRequest) -> plain::HttpRequest {
-    plain::HttpRequest {
-        method: r.method,
-        path: r.path,
-        headers: r.headers,
-        body: r.body,
-    }
+    plain::HttpRequest { method: r.method, path: r.path, headers: r.headers, body: r.body }
 }
 
 fn response_to_wit(r: plain::HttpResponse) -> HttpResponse {
-    HttpResponse {
-        status: r.status,
-        headers: r.headers,
-        body: r.body,
-    }
+    HttpResponse { status: r.status, headers: r.headers, body: r.body }
 }
 
 fn decision_to_wit(d: plain::Decision) -> wit::Decision {
@@ -119,18 +107,12 @@ fn requester_to_wit(r: plain::Requester) -> wit::Requester {
 }
 
 fn lifecycle_to_wit(l: plain::Lifecycle) -> wit::Lifecycle {
-    wit::Lifecycle {
-        event_kind: l.event_kind,
-        detail_json: l.detail_json,
-    }
+    wit::Lifecycle { event_kind: l.event_kind, detail_json: l.detail_json }
 }
 
 fn event_to_wit(e: plain::Event) -> wit::Event {
     match e {
-        plain::Event::Intent(i) => wit::Event::Intent(wit::Intent {
-            text: i.text,
-            event_kind: i.event_kind,
-        }),
+        plain::Event::Intent(i) => wit::Event::Intent(wit::Intent { text: i.text, event_kind: i.event_kind }),
         plain::Event::Action(a) => wit::Event::Action(wit::Action {
             tool: a.tool,
             operation: a.operation,

@@ -61,8 +61,8 @@ mod types;
 
 pub use host::{clock, config, log};
 pub use types::{
-    Action, Decision, DecodeError, Decoded, Event, HttpRequest, HttpResponse, Intent, Lifecycle,
-    Observation, PluginInfo, Requester, Verdict,
+    Action, Decision, DecodeError, Decoded, Event, HttpRequest, HttpResponse, Intent, Lifecycle, Observation,
+    PluginInfo, Requester, Verdict,
 };
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -121,10 +121,7 @@ macro_rules! export_adapter {
 
                 fn decode(
                     request: $crate::__private::HttpRequest,
-                ) -> ::core::result::Result<
-                    $crate::__private::Decoded,
-                    $crate::__private::DecodeError,
-                > {
+                ) -> ::core::result::Result<$crate::__private::Decoded, $crate::__private::DecodeError> {
                     $crate::__private::decode::<$adapter>(request)
                 }
 

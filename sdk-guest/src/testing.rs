@@ -84,10 +84,7 @@ pub fn json_request(body: impl Into<Vec<u8>>) -> HttpRequest {
 /// [`TestingError::Io`] when the file cannot be read.
 pub fn fixture_request(path: impl AsRef<Path>) -> Result<HttpRequest, TestingError> {
     let path = path.as_ref();
-    let body = std::fs::read(path).map_err(|source| TestingError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let body = std::fs::read(path).map_err(|source| TestingError::Io { path: path.to_owned(), source })?;
     Ok(json_request(body))
 }
 
@@ -97,10 +94,7 @@ pub fn fixture_request(path: impl AsRef<Path>) -> Result<HttpRequest, TestingErr
 /// [`TestingError::Io`] when the directory cannot be listed.
 pub fn fixture_paths(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>, TestingError> {
     let dir = dir.as_ref();
-    let io = |source| TestingError::Io {
-        path: dir.to_owned(),
-        source,
-    };
+    let io = |source| TestingError::Io { path: dir.to_owned(), source };
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
@@ -151,23 +145,12 @@ pub struct JsonReply {
 ///
 /// # Errors
 /// [`TestingError::ReplyNotJson`] when the body is not JSON.
-pub fn encode_json<A: Adapter>(
-    req: &HttpRequest,
-    verdict: &Verdict,
-) -> Result<JsonReply, TestingError> {
+pub fn encode_json<A: Adapter>(req: &HttpRequest, verdict: &Verdict) -> Result<JsonReply, TestingError> {
     let response = A::encode(req, verdict);
     let body = serde_json::from_slice(&response.body).map_err(TestingError::ReplyNotJson)?;
-    let content_type = response
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.clone());
-    Ok(JsonReply {
-        status: response.status,
-        content_type,
-        body,
-        response,
-    })
+    let content_type =
+        response.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.clone());
+    Ok(JsonReply { status: response.status, content_type, body, response })
 }
 
 /// The native stand-in for the host imports.
@@ -199,9 +182,7 @@ pub(crate) mod double {
     }
 
     pub(crate) fn now_millis() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 
@@ -214,9 +195,7 @@ mod tests {
     fn settings_are_thread_local() {
         set_setting("human", "alice");
         assert_eq!(crate::config::get("human").as_deref(), Some("alice"));
-        let other = std::thread::spawn(|| crate::config::get("human"))
-            .join()
-            .unwrap();
+        let other = std::thread::spawn(|| crate::config::get("human")).join().unwrap();
         assert_eq!(other, None);
         remove_setting("human");
         assert_eq!(crate::config::get("human"), None);
@@ -227,13 +206,7 @@ mod tests {
     fn logs_are_captured() {
         crate::log::info("one");
         crate::log::warn("two");
-        assert_eq!(
-            take_logs(),
-            vec![
-                (Level::Info, "one".to_owned()),
-                (Level::Warn, "two".to_owned())
-            ]
-        );
+        assert_eq!(take_logs(), vec![(Level::Info, "one".to_owned()), (Level::Warn, "two".to_owned())]);
         assert!(take_logs().is_empty());
     }
 
@@ -257,9 +230,6 @@ mod tests {
     #[test]
     fn missing_fixture_names_path() {
         let err = fixture_request("/nonexistent/fixture.json").unwrap_err();
-        assert!(
-            err.to_string().contains("/nonexistent/fixture.json"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("/nonexistent/fixture.json"), "{err}");
     }
 }

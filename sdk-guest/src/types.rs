@@ -23,10 +23,7 @@ pub struct HttpRequest {
 impl HttpRequest {
     /// The first value of header `name` (compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -45,11 +42,7 @@ impl HttpResponse {
     /// A response with `content-type: application/json` and `body`, which the
     /// caller must already have serialised as JSON.
     pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self {
-            status,
-            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-            body: body.into(),
-        }
+        Self { status, headers: vec![("content-type".to_owned(), "application/json".to_owned())], body: body.into() }
     }
 }
 

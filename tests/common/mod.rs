@@ -42,8 +42,7 @@ pub fn fixtures_dir() -> PathBuf {
 /// One Claude Code 2.1.330 fixture as JSON, e.g. `fixture("PreToolUse.json")`.
 pub fn fixture(name: &str) -> Value {
     let path = fixtures_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading fixture {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading fixture {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing fixture {name}: {e}"))
 }
 
@@ -88,10 +87,7 @@ impl Server {
     }
 
     pub fn start_with(opts: ServerOptions) -> Server {
-        let root = tempfile::Builder::new()
-            .prefix("arbiter-test-")
-            .tempdir()
-            .expect("creating temp dir");
+        let root = tempfile::Builder::new().prefix("arbiter-test-").tempdir().expect("creating temp dir");
         let data_dir = root.path().join("data");
         std::fs::create_dir_all(&data_dir).expect("creating data dir");
         if !opts.plugins.is_empty() {
@@ -108,10 +104,7 @@ impl Server {
             p
         });
         let stderr_path = root.path().join("server.stderr.log");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("building http client");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("building http client");
         let mut server = Server {
             child: None,
             addr: String::new(),
@@ -131,23 +124,14 @@ impl Server {
     /// Spawns the binary on the data dir and waits for its `listening` line.
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr_path)
-            .expect("opening stderr log");
+        let stderr =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.stderr_path).expect("opening stderr log");
         let mut cmd = Command::new(ARBITER);
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(&self.data_dir);
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&self.data_dir);
         if let Some(cfg) = &self.config_path {
             cmd.arg("--config").arg(cfg);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(stderr));
         let mut child = cmd.spawn().expect("spawning arbiter");
         let stdout = child.stdout.take().expect("child stdout");
         // The child is owned by `self` from here on, so Drop reaps it even if
@@ -176,29 +160,16 @@ impl Server {
         });
         let line = match rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => line,
-            Err(e) => panic!(
-                "no listening line from arbiter within {START_TIMEOUT:?} ({e}); stderr:\n{}",
-                self.stderr_tail()
-            ),
+            Err(e) => {
+                panic!("no listening line from arbiter within {START_TIMEOUT:?} ({e}); stderr:\n{}", self.stderr_tail())
+            }
         };
         let event: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
-            panic!(
-                "first stdout line is not JSON ({e}): {line:?}; stderr:\n{}",
-                self.stderr_tail()
-            )
+            panic!("first stdout line is not JSON ({e}): {line:?}; stderr:\n{}", self.stderr_tail())
         });
-        assert_eq!(
-            event["event"], "listening",
-            "unexpected first line {line:?}"
-        );
-        let addr = event["addr"]
-            .as_str()
-            .expect("listening.addr is a string")
-            .to_owned();
-        assert!(
-            addr.starts_with("127.0.0.1:"),
-            "server must bind loopback, got {addr}"
-        );
+        assert_eq!(event["event"], "listening", "unexpected first line {line:?}");
+        let addr = event["addr"].as_str().expect("listening.addr is a string").to_owned();
+        assert!(addr.starts_with("127.0.0.1:"), "server must bind loopback, got {addr}");
         self.base = format!("http://{addr}");
         self.addr = addr;
         self.ingress_token = read_token(&self.data_dir.join("ingress.token"));
@@ -242,9 +213,7 @@ impl Server {
             let _ = f.read_to_string(&mut s);
         }
         let start = s.len().saturating_sub(4096);
-        let start = (start..s.len())
-            .find(|&i| s.is_char_boundary(i))
-            .unwrap_or(s.len());
+        let start = (start..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(s.len());
         s[start..].to_owned()
     }
 
@@ -264,18 +233,11 @@ impl Server {
 
     /// POST raw bytes as `application/json`, with an optional bearer token.
     pub async fn post_raw(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> Reply {
-        let mut req = self
-            .http
-            .post(self.url(path))
-            .header("content-type", "application/json")
-            .body(body);
+        let mut req = self.http.post(self.url(path)).header("content-type", "application/json").body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}; stderr:\n{}", self.stderr_tail()));
+        let resp = req.send().await.unwrap_or_else(|e| panic!("POST {path}: {e}; stderr:\n{}", self.stderr_tail()));
         Reply::read(resp).await
     }
 
@@ -285,10 +247,7 @@ impl Server {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}; stderr:\n{}", self.stderr_tail()));
+        let resp = req.send().await.unwrap_or_else(|e| panic!("GET {path}: {e}; stderr:\n{}", self.stderr_tail()));
         Reply::read(resp).await
     }
 
@@ -316,14 +275,8 @@ impl Server {
                 path.push_str(&urlencode(c));
             }
             let page = self.admin_json(&path).await;
-            let items = page["receipts"]
-                .as_array()
-                .unwrap_or_else(|| panic!("GET {path}: no receipts array: {page}"));
-            assert!(
-                items.len() <= limit,
-                "page of {} exceeds limit {limit}",
-                items.len()
-            );
+            let items = page["receipts"].as_array().unwrap_or_else(|| panic!("GET {path}: no receipts array: {page}"));
+            assert!(items.len() <= limit, "page of {} exceeds limit {limit}", items.len());
             out.extend(items.iter().cloned());
             match &page["next_cursor"] {
                 Value::Null => return out,
@@ -355,8 +308,7 @@ impl Drop for Server {
 }
 
 fn read_token(path: &Path) -> String {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading token {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading token {}: {e}", path.display()));
     let token = text.trim().to_owned();
     assert!(!token.is_empty(), "empty token in {}", path.display());
     token
@@ -387,37 +339,22 @@ impl Reply {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("reading reply body");
-        Reply {
-            status,
-            headers,
-            text,
-        }
+        Reply { status, headers, text }
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
     }
 
     /// The body as JSON; panics with the raw text if it is not JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| {
-            panic!(
-                "reply (status {}) is not JSON ({e}): {}",
-                self.status, self.text
-            )
-        })
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("reply (status {}) is not JSON ({e}): {}", self.status, self.text))
     }
 
     pub fn receipt_id(&self) -> String {
-        self.header("x-arbiter-receipt-id").unwrap_or_else(|| {
-            panic!(
-                "no x-arbiter-receipt-id header (status {}): {}",
-                self.status, self.text
-            )
-        })
+        self.header("x-arbiter-receipt-id")
+            .unwrap_or_else(|| panic!("no x-arbiter-receipt-id header (status {}): {}", self.status, self.text))
     }
 }
 
@@ -439,30 +376,16 @@ pub fn receipt_hash(receipt: &Value) -> String {
 /// Returns the first failure, naming the receipt.
 pub fn verify_receipts(receipts: &[Value], keys: &Value) -> Result<(), String> {
     let mut by_id = std::collections::HashMap::new();
-    for k in keys["keys"]
-        .as_array()
-        .ok_or("keys body has no `keys` array")?
-    {
+    for k in keys["keys"].as_array().ok_or("keys body has no `keys` array")? {
         if k["algorithm"] != "Ed25519" {
-            return Err(format!(
-                "key {} has algorithm {}",
-                k["key_id"], k["algorithm"]
-            ));
+            return Err(format!("key {} has algorithm {}", k["key_id"], k["algorithm"]));
         }
         let raw = base64::engine::general_purpose::STANDARD
             .decode(k["public_key"].as_str().ok_or("public_key not a string")?)
             .map_err(|e| format!("public_key base64: {e}"))?;
-        let raw: [u8; 32] = raw
-            .try_into()
-            .map_err(|_| "public_key is not 32 bytes".to_owned())?;
+        let raw: [u8; 32] = raw.try_into().map_err(|_| "public_key is not 32 bytes".to_owned())?;
         let vk = VerifyingKey::from_bytes(&raw).map_err(|e| format!("public_key: {e}"))?;
-        by_id.insert(
-            k["key_id"]
-                .as_str()
-                .ok_or("key_id not a string")?
-                .to_owned(),
-            vk,
-        );
+        by_id.insert(k["key_id"].as_str().ok_or("key_id not a string")?.to_owned(), vk);
     }
     let mut prev: Option<&Value> = None;
     for r in receipts {
@@ -472,38 +395,21 @@ pub fn verify_receipts(receipts: &[Value], keys: &Value) -> Result<(), String> {
             return Err(format!("{id}: signature.algorithm is {}", sig["algorithm"]));
         }
         let key_id = sig["key_id"].as_str().ok_or(format!("{id}: no key_id"))?;
-        let vk = by_id
-            .get(key_id)
-            .ok_or(format!("{id}: unknown key_id {key_id}"))?;
+        let vk = by_id.get(key_id).ok_or(format!("{id}: unknown key_id {key_id}"))?;
         let value = base64::engine::general_purpose::STANDARD
-            .decode(
-                sig["value"]
-                    .as_str()
-                    .ok_or(format!("{id}: no signature value"))?,
-            )
+            .decode(sig["value"].as_str().ok_or(format!("{id}: no signature value"))?)
             .map_err(|e| format!("{id}: signature base64: {e}"))?;
-        let value: [u8; 64] = value
-            .try_into()
-            .map_err(|_| format!("{id}: signature is not 64 bytes"))?;
+        let value: [u8; 64] = value.try_into().map_err(|_| format!("{id}: signature is not 64 bytes"))?;
         let mut unsigned = r.clone();
-        unsigned
-            .as_object_mut()
-            .ok_or(format!("{id}: receipt is not an object"))?
-            .remove("signature");
+        unsigned.as_object_mut().ok_or(format!("{id}: receipt is not an object"))?.remove("signature");
         vk.verify(&jcs(&unsigned), &Signature::from_bytes(&value))
             .map_err(|e| format!("{id}: signature does not verify: {e}"))?;
 
-        let seq = r["chain"]["seq"]
-            .as_u64()
-            .ok_or(format!("{id}: chain.seq missing"))?;
-        let prev_hash = r["chain"]["prev_hash"]
-            .as_str()
-            .ok_or(format!("{id}: chain.prev_hash missing"))?;
+        let seq = r["chain"]["seq"].as_u64().ok_or(format!("{id}: chain.seq missing"))?;
+        let prev_hash = r["chain"]["prev_hash"].as_str().ok_or(format!("{id}: chain.prev_hash missing"))?;
         match prev {
             None if seq == 0 && prev_hash != GENESIS => {
-                return Err(format!(
-                    "{id}: seq 0 but prev_hash {prev_hash} is not genesis"
-                ));
+                return Err(format!("{id}: seq 0 but prev_hash {prev_hash} is not genesis"));
             }
             // A run may start mid-chain (a filtered page); its links start at
             // the next receipt.
@@ -515,9 +421,7 @@ pub fn verify_receipts(receipts: &[Value], keys: &Value) -> Result<(), String> {
                 }
                 let want = receipt_hash(p);
                 if prev_hash != want {
-                    return Err(format!(
-                        "{id}: prev_hash {prev_hash} != sha256 of previous {want}"
-                    ));
+                    return Err(format!("{id}: prev_hash {prev_hash} != sha256 of previous {want}"));
                 }
             }
         }
@@ -549,11 +453,8 @@ pub fn run_verify(dir: &Path, name: &str, receipts: &[Value], keys: &Value) -> V
 pub fn run_verify_with(dir: &Path, name: &str, receipts: &[Value], keys: &Value, flags: &[&str]) -> VerifyOutput {
     let rpath = dir.join(format!("{name}.receipts.json"));
     let kpath = dir.join(format!("{name}.keys.json"));
-    std::fs::write(
-        &rpath,
-        serde_json::to_vec(&Value::from(receipts.to_vec())).expect("json"),
-    )
-    .expect("writing receipts file");
+    std::fs::write(&rpath, serde_json::to_vec(&Value::from(receipts.to_vec())).expect("json"))
+        .expect("writing receipts file");
     std::fs::write(&kpath, serde_json::to_vec(keys).expect("json")).expect("writing keys file");
     let out = Command::new(ARBITER)
         .arg("verify")

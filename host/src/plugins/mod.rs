@@ -121,7 +121,11 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).field("version", &self.version).field("digest", &self.digest).finish_non_exhaustive()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
     }
 }
 
@@ -298,7 +302,8 @@ impl PluginHost {
         let engine = Engine::new(&config).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
-        bindings::Adapter::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s).map_err(engine_err)?;
+        bindings::Adapter::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
+            .map_err(engine_err)?;
         let ticker = EpochTicker::start(&engine)?;
         Ok(Self {
             engine,
@@ -371,7 +376,8 @@ impl PluginHost {
 
     /// All loaded plugins.
     pub fn list(&self) -> Vec<Arc<Plugin>> {
-        let mut all: Vec<_> = self.plugins.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
+        let mut all: Vec<_> =
+            self.plugins.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -381,21 +387,33 @@ impl PluginHost {
     }
 
     /// Run `decode` in a fresh instance and check its output.
-    pub async fn decode(&self, plugin: &Arc<Plugin>, settings: Settings, request: Arc<wit::HttpRequest>) -> Result<wit::Decoded, Fault> {
+    pub async fn decode(
+        &self,
+        plugin: &Arc<Plugin>,
+        settings: Settings,
+        request: Arc<wit::HttpRequest>,
+    ) -> Result<wit::Decoded, Fault> {
         let result = self.call(plugin, settings, move |store, adapter| adapter.call_decode(store, &request)).await?;
         match result {
             Ok(decoded) => {
                 if decoded.events.len() > MAX_EVENTS {
-                    return Err(malformed(format!("decode returned {} events; at most {MAX_EVENTS} are allowed", decoded.events.len())));
+                    return Err(malformed(format!(
+                        "decode returned {} events; at most {MAX_EVENTS} are allowed",
+                        decoded.events.len()
+                    )));
                 }
                 Ok(decoded)
             }
-            Err(wit::DecodeError::Malformed(m)) => {
-                Err(Fault::new(FaultComponent::Plugin, FaultKind::Rejected, format!("the request is not a valid vendor payload: {m}")))
-            }
-            Err(wit::DecodeError::Unsupported(m)) => {
-                Err(Fault::new(FaultComponent::Plugin, FaultKind::Rejected, format!("the plugin does not support this request: {m}")))
-            }
+            Err(wit::DecodeError::Malformed(m)) => Err(Fault::new(
+                FaultComponent::Plugin,
+                FaultKind::Rejected,
+                format!("the request is not a valid vendor payload: {m}"),
+            )),
+            Err(wit::DecodeError::Unsupported(m)) => Err(Fault::new(
+                FaultComponent::Plugin,
+                FaultKind::Rejected,
+                format!("the plugin does not support this request: {m}"),
+            )),
         }
     }
 
@@ -407,12 +425,16 @@ impl PluginHost {
         request: Arc<wit::HttpRequest>,
         verdict: wit::Verdict,
     ) -> Result<wit::HttpResponse, Fault> {
-        let reply = self.call(plugin, settings, move |store, adapter| adapter.call_encode(store, &request, &verdict)).await?;
+        let reply =
+            self.call(plugin, settings, move |store, adapter| adapter.call_encode(store, &request, &verdict)).await?;
         if !(200..=599).contains(&reply.status) {
             return Err(malformed(format!("encode returned HTTP status {}", reply.status)));
         }
         if reply.body.len() > MAX_REPLY_BYTES {
-            return Err(malformed(format!("encode returned a {} byte body; the limit is {MAX_REPLY_BYTES}", reply.body.len())));
+            return Err(malformed(format!(
+                "encode returned a {} byte body; the limit is {MAX_REPLY_BYTES}",
+                reply.body.len()
+            )));
         }
         Ok(reply)
     }
@@ -427,12 +449,9 @@ impl PluginHost {
         settings: Settings,
         f: impl FnOnce(&mut Store<PluginState>, &bindings::Adapter) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<R, Fault> {
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Fault::new(FaultComponent::Plugin, FaultKind::Unavailable, "the plugin runtime is shutting down"))?;
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| {
+            Fault::new(FaultComponent::Plugin, FaultKind::Unavailable, "the plugin runtime is shutting down")
+        })?;
         let engine = self.engine.clone();
         let limits = self.limits.clone();
         let plugin = plugin.clone();
@@ -443,7 +462,9 @@ impl PluginHost {
             f(&mut store, &adapter).map_err(|e| classify(&e, &store))
         })
         .await
-        .map_err(|e| Fault::new(FaultComponent::Plugin, FaultKind::Unavailable, format!("plugin call did not complete: {e}")))?
+        .map_err(|e| {
+            Fault::new(FaultComponent::Plugin, FaultKind::Unavailable, format!("plugin call did not complete: {e}"))
+        })?
     }
 }
 
@@ -476,10 +497,16 @@ fn classify(error: &anyhow::Error, store: &Store<PluginState>) -> Fault {
     let first = format!("{error:#}").lines().next().unwrap_or_default().to_owned();
     let cap = store.data().limiter.max_bytes / (1024 * 1024);
     if store.data().limiter.exceeded {
-        return Fault::new(FaultComponent::Plugin, FaultKind::Memory, format!("plugin tried to grow its memory past the {cap} MiB cap"));
+        return Fault::new(
+            FaultComponent::Plugin,
+            FaultKind::Memory,
+            format!("plugin tried to grow its memory past the {cap} MiB cap"),
+        );
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Fault::new(FaultComponent::Plugin, FaultKind::Deadline, "plugin call overran its deadline"),
+        Some(Trap::Interrupt) => {
+            Fault::new(FaultComponent::Plugin, FaultKind::Deadline, "plugin call overran its deadline")
+        }
         Some(trap) => Fault::new(FaultComponent::Plugin, FaultKind::Trap, format!("plugin trapped: {trap}")),
         None => Fault::new(FaultComponent::Plugin, FaultKind::Trap, format!("plugin call failed: {first}")),
     }

@@ -98,7 +98,10 @@ fn bundled_pack_cases_hold() {
                 ok &= out.classification.as_deref() == Some(c.as_str());
             }
             if !ok {
-                failures.push(format!("{path}: {}: got {:?} {:?} ({}) signals={:?}", case.name, out.decision, out.policy_ids, out.reason, out.signals));
+                failures.push(format!(
+                    "{path}: {}: got {:?} {:?} ({}) signals={:?}",
+                    case.name, out.decision, out.policy_ids, out.reason, out.signals
+                ));
             }
         }
     }
@@ -117,7 +120,10 @@ fn pack(cedar: &str) -> Result<PolicyPack, PackError> {
 // A policy without @id, with a duplicate id or an unknown class is refused.
 fn annotation_rules_are_enforced() {
     assert!(pack("permit(principal, action, resource);").is_err());
-    assert!(pack("@id(\"a\") permit(principal, action, resource); @id(\"a\") forbid(principal, action, resource);").is_err());
+    assert!(
+        pack("@id(\"a\") permit(principal, action, resource); @id(\"a\") forbid(principal, action, resource);")
+            .is_err()
+    );
     assert!(pack("@id(\"a\") @classification(\"maybe\") permit(principal, action, resource);").is_err());
     assert!(pack("@id(\"a\") @decision(\"ALLOW\") forbid(principal, action, resource);").is_err());
     assert!(pack("@id(\"a\") @classification(\"forbidden\") forbid(principal, action, resource);").is_ok());
@@ -126,7 +132,9 @@ fn annotation_rules_are_enforced() {
 #[test]
 // A policy that errors at evaluation denies, instead of being skipped.
 fn evaluation_error_fails_closed() {
-    let p = pack("@id(\"needs-ticket\") forbid(principal, action, resource) when { context.parameters.ticket == \"x\" };").unwrap();
+    let p =
+        pack("@id(\"needs-ticket\") forbid(principal, action, resource) when { context.parameters.ticket == \"x\" };")
+            .unwrap();
     let pdp = Pdp::new(p, Some(Posture::Allow));
     let a = action_from(&json!({"tool": "shell", "operation": "exec", "parameters": {"command": "ls"}}));
     let out = pdp.decide(&a, &SessionSummary::new("s"));
@@ -139,7 +147,9 @@ fn evaluation_error_fails_closed() {
 fn default_posture_applies() {
     let p = pack("@id(\"f\") forbid(principal, action == Action::\"shell.exec\", resource) when { context.signals.contains(\"x\") };").unwrap();
     let a = action_from(&json!({"tool": "file", "operation": "read", "parameters": {}}));
-    let allow = Pdp::new(pack("@id(\"f\") forbid(principal, action == Action::\"shell.exec\", resource);").unwrap(), None).decide(&a, &SessionSummary::new("s"));
+    let allow =
+        Pdp::new(pack("@id(\"f\") forbid(principal, action == Action::\"shell.exec\", resource);").unwrap(), None)
+            .decide(&a, &SessionSummary::new("s"));
     assert_eq!((allow.decision, allow.policy_ids.clone()), (Decision::Allow, vec![DEFAULT_POLICY_ID.to_owned()]));
     let deny = Pdp::new(p, Some(Posture::Deny)).decide(&a, &SessionSummary::new("s"));
     assert_eq!(deny.decision, Decision::Deny);

@@ -1,8 +1,6 @@
 //! Claude Code hook payload → canonical event.
 
-use arbiter_sdk::{
-    Action, DecodeError, Decoded, Event, HttpRequest, Intent, Lifecycle, Observation, Requester,
-};
+use arbiter_sdk::{Action, DecodeError, Decoded, Event, HttpRequest, Intent, Lifecycle, Observation, Requester};
 use serde_json::{Map, Value};
 
 /// Largest body accepted unless the `max_body_bytes` setting says otherwise:
@@ -43,15 +41,8 @@ const BASE_FIELDS: &[&str] = &[
 ];
 
 /// Vendor facts copied into `requester.attributes-json` when present.
-const ATTRIBUTE_FIELDS: &[&str] = &[
-    "cwd",
-    "transcript_path",
-    "permission_mode",
-    "prompt_id",
-    "agent_type",
-    "effort",
-    "mcp_server",
-];
+const ATTRIBUTE_FIELDS: &[&str] =
+    &["cwd", "transcript_path", "permission_mode", "prompt_id", "agent_type", "effort", "mcp_server"];
 
 fn malformed(message: impl Into<String>) -> DecodeError {
     DecodeError::Malformed(message.into())
@@ -61,13 +52,10 @@ fn malformed(message: impl Into<String>) -> DecodeError {
 pub(crate) fn decode(req: &HttpRequest) -> Result<Decoded, DecodeError> {
     let limit = body_limit();
     if req.body.len() > limit {
-        return Err(malformed(format!(
-            "body is {} bytes, over the {limit}-byte limit",
-            req.body.len()
-        )));
+        return Err(malformed(format!("body is {} bytes, over the {limit}-byte limit", req.body.len())));
     }
-    let body: Value = serde_json::from_slice(&req.body)
-        .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
+    let body: Value =
+        serde_json::from_slice(&req.body).map_err(|e| malformed(format!("body is not valid JSON: {e}")))?;
     let Value::Object(body) = body else {
         return Err(malformed("body is not a JSON object"));
     };
@@ -75,10 +63,9 @@ pub(crate) fn decode(req: &HttpRequest) -> Result<Decoded, DecodeError> {
     let event_kind = event_name(&body)?;
     let requester = requester(&body)?;
     let event = match event_kind {
-        "UserPromptSubmit" => Event::Intent(Intent {
-            text: required_str(&body, "prompt")?.to_owned(),
-            event_kind: event_kind.to_owned(),
-        }),
+        "UserPromptSubmit" => {
+            Event::Intent(Intent { text: required_str(&body, "prompt")?.to_owned(), event_kind: event_kind.to_owned() })
+        }
         "PreToolUse" | "PermissionRequest" => Event::Action(action(&body, event_kind)?),
         "PostToolUse" => {
             let output = body.get("tool_response").unwrap_or(&Value::Null);
@@ -97,10 +84,7 @@ pub(crate) fn decode(req: &HttpRequest) -> Result<Decoded, DecodeError> {
         "SessionEnd" => Event::SessionEnd(lifecycle(&body, event_kind)),
         _ => Event::Other(lifecycle(&body, event_kind)),
     };
-    Ok(Decoded {
-        requester,
-        events: vec![event],
-    })
+    Ok(Decoded { requester, events: vec![event] })
 }
 
 /// The body limit in force: the `max_body_bytes` setting, else the default.
@@ -142,10 +126,8 @@ fn requester(body: &Map<String, Value>) -> Result<Requester, DecodeError> {
     if let Some(agent_id) = agent_id {
         check_len("agent_id", agent_id, MAX_AGENT_LEN)?;
     }
-    let attributes: Map<String, Value> = ATTRIBUTE_FIELDS
-        .iter()
-        .filter_map(|k| body.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-        .collect();
+    let attributes: Map<String, Value> =
+        ATTRIBUTE_FIELDS.iter().filter_map(|k| body.get(*k).map(|v| ((*k).to_owned(), v.clone()))).collect();
     Ok(Requester {
         session: session.to_owned(),
         human: arbiter_sdk::config::get("human").filter(|h| !h.is_empty()),
@@ -154,9 +136,7 @@ fn requester(body: &Map<String, Value>) -> Result<Requester, DecodeError> {
         roles: Vec::new(),
         scope: Vec::new(),
         // Inside a subagent the main session's agent delegated to it.
-        delegation_chain: agent_id
-            .map(|a| vec![SERVICE.to_owned(), a.to_owned()])
-            .unwrap_or_default(),
+        delegation_chain: agent_id.map(|a| vec![SERVICE.to_owned(), a.to_owned()]).unwrap_or_default(),
         attributes_json: Value::Object(attributes).to_string(),
     })
 }
@@ -181,11 +161,7 @@ fn action(body: &Map<String, Value>, event_kind: &str) -> Result<Action, DecodeE
     })
 }
 
-fn observation(
-    body: &Map<String, Value>,
-    event_kind: &str,
-    output: &Value,
-) -> Result<Observation, DecodeError> {
+fn observation(body: &Map<String, Value>, event_kind: &str, output: &Value) -> Result<Observation, DecodeError> {
     let original_tool = tool_name(body)?;
     check_depth("tool_response", Some(output))?;
     // The input only classifies the tool here; its absence is not an error.
@@ -206,15 +182,9 @@ fn observation(
 }
 
 fn lifecycle(body: &Map<String, Value>, event_kind: &str) -> Lifecycle {
-    let detail: Map<String, Value> = body
-        .iter()
-        .filter(|(k, _)| !BASE_FIELDS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Lifecycle {
-        event_kind: event_kind.to_owned(),
-        detail_json: Value::Object(detail).to_string(),
-    }
+    let detail: Map<String, Value> =
+        body.iter().filter(|(k, _)| !BASE_FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    Lifecycle { event_kind: event_kind.to_owned(), detail_json: Value::Object(detail).to_string() }
 }
 
 fn tool_name(body: &Map<String, Value>) -> Result<&str, DecodeError> {
@@ -235,38 +205,20 @@ fn call_id(body: &Map<String, Value>) -> Result<Option<String>, DecodeError> {
 }
 
 /// Canonical (tool, operation, resource) for a Claude Code tool.
-fn classify(
-    name: &str,
-    input: &Map<String, Value>,
-) -> Result<(String, &'static str, Option<String>), DecodeError> {
-    let field = |keys: &[&str]| {
-        keys.iter()
-            .find_map(|k| input.get(*k).and_then(Value::as_str))
-    };
+fn classify(name: &str, input: &Map<String, Value>) -> Result<(String, &'static str, Option<String>), DecodeError> {
+    let field = |keys: &[&str]| keys.iter().find_map(|k| input.get(*k).and_then(Value::as_str));
     let (tool, operation, resource) = match name {
         "Bash" => ("shell".to_owned(), "exec", None),
-        "Write" | "Edit" | "MultiEdit" | "NotebookEdit" => (
-            "file".to_owned(),
-            "write",
-            field(&["file_path", "notebook_path"]).map(str::to_owned),
-        ),
-        "Read" | "Glob" | "Grep" => (
-            "file".to_owned(),
-            "read",
-            field(&["file_path", "path", "pattern"]).map(str::to_owned),
-        ),
-        "WebFetch" => (
-            "network".to_owned(),
-            "egress",
-            field(&["url"]).map(str::to_owned),
-        ),
+        "Write" | "Edit" | "MultiEdit" | "NotebookEdit" => {
+            ("file".to_owned(), "write", field(&["file_path", "notebook_path"]).map(str::to_owned))
+        }
+        "Read" | "Glob" | "Grep" => {
+            ("file".to_owned(), "read", field(&["file_path", "path", "pattern"]).map(str::to_owned))
+        }
+        "WebFetch" => ("network".to_owned(), "egress", field(&["url"]).map(str::to_owned)),
         "WebSearch" => ("network".to_owned(), "egress", None),
         _ => match mcp_parts(name) {
-            Some((server, tool)) => (
-                "mcp".to_owned(),
-                "call",
-                Some(format!("mcp://{server}/{tool}")),
-            ),
+            Some((server, tool)) => ("mcp".to_owned(), "call", Some(format!("mcp://{server}/{tool}"))),
             None => (generic_tool(name)?, "call", None),
         },
     };
@@ -292,23 +244,12 @@ fn generic_tool(name: &str) -> Result<String, DecodeError> {
         .chars()
         .map(|c| {
             let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' { c } else { '_' }
         })
         .collect();
-    let tool: String = mapped
-        .trim_start_matches(['_', '-'])
-        .chars()
-        .take(MAX_TOOL_LEN)
-        .collect();
+    let tool: String = mapped.trim_start_matches(['_', '-']).chars().take(MAX_TOOL_LEN).collect();
     if tool.is_empty() {
-        return Err(malformed(format!(
-            "`tool_name` `{}` has no letter or digit",
-            clip(name)
-        )));
+        return Err(malformed(format!("`tool_name` `{}` has no letter or digit", clip(name))));
     }
     Ok(tool)
 }
@@ -322,10 +263,7 @@ fn required_str<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str, 
 }
 
 /// A string field that may be absent or null.
-fn optional_str<'a>(
-    body: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a str>, DecodeError> {
+fn optional_str<'a>(body: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, DecodeError> {
     match body.get(key) {
         Some(Value::String(s)) => Ok(Some(s)),
         Some(Value::Null) | None => Ok(None),
@@ -335,10 +273,7 @@ fn optional_str<'a>(
 
 fn check_len(key: &str, value: &str, max: usize) -> Result<(), DecodeError> {
     if value.len() > max {
-        return Err(malformed(format!(
-            "`{key}` is {} bytes, over the {max}-byte limit",
-            value.len()
-        )));
+        return Err(malformed(format!("`{key}` is {} bytes, over the {max}-byte limit", value.len())));
     }
     Ok(())
 }
@@ -355,9 +290,7 @@ fn check_depth(key: &str, value: Option<&Value>) -> Result<(), DecodeError> {
         };
         let depth = depth + 1;
         if depth > MAX_JSON_DEPTH {
-            return Err(malformed(format!(
-                "`{key}` nests deeper than {MAX_JSON_DEPTH} levels"
-            )));
+            return Err(malformed(format!("`{key}` nests deeper than {MAX_JSON_DEPTH} levels")));
         }
         stack.extend(children.map(|c| (c, depth)));
     }

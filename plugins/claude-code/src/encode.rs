@@ -104,13 +104,7 @@ fn modified_parameters(v: &Verdict) -> Option<Map<String, Value>> {
 /// A MODIFY whose parameters cannot be applied must not run the original
 /// input unchanged, so it becomes a deny that says why.
 fn unusable_modify_reason(v: &Verdict) -> String {
-    with_receipt(
-        format!(
-            "modify verdict without usable modified parameters: {}",
-            v.reason
-        ),
-        v,
-    )
+    with_receipt(format!("modify verdict without usable modified parameters: {}", v.reason), v)
 }
 
 /// The reason shown to the agent: defer is marked as such, and the receipt

@@ -23,9 +23,7 @@ mod encode;
 #[cfg(test)]
 mod tests;
 
-use arbiter_sdk::{
-    Adapter, Decision, DecodeError, Decoded, HttpRequest, HttpResponse, PluginInfo, Verdict,
-};
+use arbiter_sdk::{Adapter, Decision, DecodeError, Decoded, HttpRequest, HttpResponse, PluginInfo, Verdict};
 
 pub use decode::{DEFAULT_MAX_BODY_BYTES, MAX_JSON_DEPTH};
 
@@ -63,12 +61,7 @@ impl Adapter for ClaudeCode {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             vendor_versions: vec!["2.1.x".to_owned()],
             // Defer has no Claude Code equivalent; it degrades to a deny.
-            decisions: vec![
-                Decision::Allow,
-                Decision::Deny,
-                Decision::Modify,
-                Decision::StepUp,
-            ],
+            decisions: vec![Decision::Allow, Decision::Deny, Decision::Modify, Decision::StepUp],
             events: EVENTS.iter().map(|e| (*e).to_owned()).collect(),
             blocking_reply: HttpResponse::json(200, BLOCKING_REPLY),
         }

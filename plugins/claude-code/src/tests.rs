@@ -4,17 +4,14 @@ use std::path::{Path, PathBuf};
 
 use arbiter_sdk::testing::{self, JsonReply};
 use arbiter_sdk::{
-    Action, Adapter, Decision, DecodeError, Decoded, Event, HttpRequest, Intent, Lifecycle,
-    Observation, Verdict,
+    Action, Adapter, Decision, DecodeError, Decoded, Event, HttpRequest, Intent, Lifecycle, Observation, Verdict,
 };
 use serde_json::{Value, json};
 
 use crate::{BLOCKING_REPLY, ClaudeCode, MAX_JSON_DEPTH};
 
 fn fixtures(version: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/claude-code")
-        .join(version)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/claude-code").join(version)
 }
 
 fn fixture(version: &str, name: &str) -> PathBuf {
@@ -63,8 +60,7 @@ const NOTES: &str = "/home/dev/work/proj/notes.txt";
 /// the text of the malformed error it must be refused with.
 fn expected_2_1_330(name: &str) -> Result<Event, &'static str> {
     let write_input = json!({"file_path": NOTES, "content": "hello\n"}).to_string();
-    let bash_input =
-        json!({"command": "echo hello-from-mock", "description": "print greeting"}).to_string();
+    let bash_input = json!({"command": "echo hello-from-mock", "description": "print greeting"}).to_string();
     Ok(match name {
         "PreToolUse.json" => Event::Action(Action {
             tool: "shell".into(),
@@ -113,10 +109,9 @@ fn expected_2_1_330(name: &str) -> Result<Event, &'static str> {
             event_kind: "PostToolUse".into(),
             call_id: Some("toolu_c1450fe37ad847258e798e6e".into()),
         }),
-        "UserPromptSubmit.json" => Event::Intent(Intent {
-            text: "run the greeting".into(),
-            event_kind: "UserPromptSubmit".into(),
-        }),
+        "UserPromptSubmit.json" => {
+            Event::Intent(Intent { text: "run the greeting".into(), event_kind: "UserPromptSubmit".into() })
+        }
         "SessionEnd.json" => Event::SessionEnd(Lifecycle {
             event_kind: "SessionEnd".into(),
             detail_json: json!({"reason": "other"}).to_string(),
@@ -146,21 +141,9 @@ fn every_2_1_330_fixture_maps_exactly() {
                 let decoded = result.unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert_eq!(decoded.events, vec![event], "{name}");
                 let body = fixture_json("2.1.330", name);
-                assert_eq!(
-                    decoded.requester.session,
-                    body["session_id"].as_str().unwrap(),
-                    "{name}"
-                );
-                assert_eq!(
-                    decoded.requester.agent.as_deref(),
-                    Some("claude-code"),
-                    "{name}"
-                );
-                assert_eq!(
-                    decoded.requester.service.as_deref(),
-                    Some("claude-code"),
-                    "{name}"
-                );
+                assert_eq!(decoded.requester.session, body["session_id"].as_str().unwrap(), "{name}");
+                assert_eq!(decoded.requester.agent.as_deref(), Some("claude-code"), "{name}");
+                assert_eq!(decoded.requester.service.as_deref(), Some("claude-code"), "{name}");
                 assert!(decoded.requester.delegation_chain.is_empty(), "{name}");
             }
             Err(needle) => match result {
@@ -174,8 +157,7 @@ fn every_2_1_330_fixture_maps_exactly() {
 // The requester carries exactly the vendor facts present in the payload.
 #[test]
 fn requester_from_pre_tool_use() {
-    let decoded =
-        testing::decode_fixture::<ClaudeCode>(fixture("2.1.330", "PreToolUse.json")).unwrap();
+    let decoded = testing::decode_fixture::<ClaudeCode>(fixture("2.1.330", "PreToolUse.json")).unwrap();
     let r = &decoded.requester;
     assert_eq!(r.session, S_BASH);
     assert_eq!(r.human, None);
@@ -195,11 +177,7 @@ fn requester_from_pre_tool_use() {
 // The 2.1.197 SessionStart (sent to command hooks only) is a session start.
 #[test]
 fn session_start_2_1_197() {
-    let decoded = testing::decode_fixture::<ClaudeCode>(fixture(
-        "2.1.197",
-        "SessionStart.command-stdin.json",
-    ))
-    .unwrap();
+    let decoded = testing::decode_fixture::<ClaudeCode>(fixture("2.1.197", "SessionStart.command-stdin.json")).unwrap();
     assert_eq!(
         only_event(&decoded),
         &Event::SessionStart(Lifecycle {
@@ -207,10 +185,7 @@ fn session_start_2_1_197() {
             detail_json: json!({"source": "startup"}).to_string(),
         })
     );
-    assert_eq!(
-        decoded.requester.session,
-        "4e487f89-37fd-495f-b6d7-728a58088e1d"
-    );
+    assert_eq!(decoded.requester.session, "4e487f89-37fd-495f-b6d7-728a58088e1d");
     assert_eq!(
         json_of(&decoded.requester.attributes_json),
         json!({"cwd": "/home/dev/work/proj",
@@ -230,20 +205,11 @@ fn human_setting_and_subagent() {
     let r = &decoded.requester;
     assert_eq!(r.human.as_deref(), Some("alice@example.com"));
     assert_eq!(r.agent.as_deref(), Some("agent-7"));
-    assert_eq!(
-        r.delegation_chain,
-        vec!["claude-code".to_owned(), "agent-7".to_owned()]
-    );
+    assert_eq!(r.delegation_chain, vec!["claude-code".to_owned(), "agent-7".to_owned()]);
     let attrs = json_of(&r.attributes_json);
     assert_eq!(attrs["agent_type"], "general-purpose");
-    assert_eq!(
-        attrs["mcp_server"],
-        json!({"name": "github", "source": "project"})
-    );
-    assert!(
-        attrs.get("agent_id").is_none(),
-        "agent_id is the agent, not an attribute"
-    );
+    assert_eq!(attrs["mcp_server"], json!({"name": "github", "source": "project"}));
+    assert!(attrs.get("agent_id").is_none(), "agent_id is the agent, not an attribute");
 }
 
 fn pre_tool_use(tool_name: &str, tool_input: Value) -> Action {
@@ -259,62 +225,14 @@ fn pre_tool_use(tool_name: &str, tool_input: Value) -> Action {
 fn tool_mapping_table() {
     let cases: &[(&str, Value, &str, &str, Option<&str>)] = &[
         ("Bash", json!({"command": "ls"}), "shell", "exec", None),
-        (
-            "Write",
-            json!({"file_path": "/a", "content": ""}),
-            "file",
-            "write",
-            Some("/a"),
-        ),
-        (
-            "Edit",
-            json!({"file_path": "/b", "old_string": "x", "new_string": "y"}),
-            "file",
-            "write",
-            Some("/b"),
-        ),
-        (
-            "MultiEdit",
-            json!({"file_path": "/c", "edits": []}),
-            "file",
-            "write",
-            Some("/c"),
-        ),
-        (
-            "NotebookEdit",
-            json!({"notebook_path": "/n.ipynb", "new_source": ""}),
-            "file",
-            "write",
-            Some("/n.ipynb"),
-        ),
-        (
-            "Read",
-            json!({"file_path": "/etc/hosts"}),
-            "file",
-            "read",
-            Some("/etc/hosts"),
-        ),
-        (
-            "Glob",
-            json!({"pattern": "**/*.rs", "path": "/src"}),
-            "file",
-            "read",
-            Some("/src"),
-        ),
-        (
-            "Glob",
-            json!({"pattern": "**/*.rs"}),
-            "file",
-            "read",
-            Some("**/*.rs"),
-        ),
-        (
-            "Grep",
-            json!({"pattern": "TODO", "path": "/repo"}),
-            "file",
-            "read",
-            Some("/repo"),
-        ),
+        ("Write", json!({"file_path": "/a", "content": ""}), "file", "write", Some("/a")),
+        ("Edit", json!({"file_path": "/b", "old_string": "x", "new_string": "y"}), "file", "write", Some("/b")),
+        ("MultiEdit", json!({"file_path": "/c", "edits": []}), "file", "write", Some("/c")),
+        ("NotebookEdit", json!({"notebook_path": "/n.ipynb", "new_source": ""}), "file", "write", Some("/n.ipynb")),
+        ("Read", json!({"file_path": "/etc/hosts"}), "file", "read", Some("/etc/hosts")),
+        ("Glob", json!({"pattern": "**/*.rs", "path": "/src"}), "file", "read", Some("/src")),
+        ("Glob", json!({"pattern": "**/*.rs"}), "file", "read", Some("**/*.rs")),
+        ("Grep", json!({"pattern": "TODO", "path": "/repo"}), "file", "read", Some("/repo")),
         (
             "WebFetch",
             json!({"url": "https://example.com/x", "prompt": "p"}),
@@ -322,37 +240,13 @@ fn tool_mapping_table() {
             "egress",
             Some("https://example.com/x"),
         ),
-        (
-            "WebSearch",
-            json!({"query": "rust wasm"}),
-            "network",
-            "egress",
-            None,
-        ),
-        (
-            "mcp__github__create_issue",
-            json!({"title": "t"}),
-            "mcp",
-            "call",
-            Some("mcp://github/create_issue"),
-        ),
-        (
-            "mcp__my_srv__do__thing",
-            json!({}),
-            "mcp",
-            "call",
-            Some("mcp://my_srv/do__thing"),
-        ),
+        ("WebSearch", json!({"query": "rust wasm"}), "network", "egress", None),
+        ("mcp__github__create_issue", json!({"title": "t"}), "mcp", "call", Some("mcp://github/create_issue")),
+        ("mcp__my_srv__do__thing", json!({}), "mcp", "call", Some("mcp://my_srv/do__thing")),
         ("TodoWrite", json!({"todos": []}), "todowrite", "call", None),
         ("Task", json!({"prompt": "p"}), "task", "call", None),
         ("My Tool.v2", json!({}), "my_tool_v2", "call", None),
-        (
-            "mcp__onlyserver",
-            json!({}),
-            "mcp__onlyserver",
-            "call",
-            None,
-        ),
+        ("mcp__onlyserver", json!({}), "mcp__onlyserver", "call", None),
     ];
     for (name, input, tool, operation, resource) in cases {
         let a = pre_tool_use(name, input.clone());
@@ -405,14 +299,8 @@ fn post_tool_use_failure_observes_the_error() {
 fn other_lifecycle_events() {
     for (event, extra) in [
         ("SubagentStop", json!({"stop_hook_active": false})),
-        (
-            "Notification",
-            json!({"message": "needs permission", "notification_type": "permission_prompt"}),
-        ),
-        (
-            "PreCompact",
-            json!({"trigger": "auto", "custom_instructions": null}),
-        ),
+        ("Notification", json!({"message": "needs permission", "notification_type": "permission_prompt"})),
+        ("PreCompact", json!({"trigger": "auto", "custom_instructions": null})),
         ("SomeFutureEvent", json!({})),
     ] {
         let mut body = json!({"session_id": "s", "hook_event_name": event, "cwd": "/x"});
@@ -422,10 +310,7 @@ fn other_lifecycle_events() {
         let decoded = decode_value(&body).unwrap();
         assert_eq!(
             only_event(&decoded),
-            &Event::Other(Lifecycle {
-                event_kind: event.into(),
-                detail_json: extra.to_string()
-            })
+            &Event::Other(Lifecycle { event_kind: event.into(), detail_json: extra.to_string() })
         );
     }
 }
@@ -448,65 +333,26 @@ fn malformed_inputs() {
         (json!([1, 2]), "body is not a JSON object"),
         (json!("PreToolUse"), "body is not a JSON object"),
         (without("hook_event_name"), "missing `hook_event_name`"),
-        (
-            with("hook_event_name", json!(7)),
-            "`hook_event_name` is not a string",
-        ),
+        (with("hook_event_name", json!(7)), "`hook_event_name` is not a string"),
         (with("hook_event_name", json!("")), "is not an event name"),
-        (
-            with("hook_event_name", json!("Pre Tool")),
-            "`Pre Tool` is not an event name",
-        ),
-        (
-            with("hook_event_name", json!("E".repeat(65))),
-            "is not an event name",
-        ),
+        (with("hook_event_name", json!("Pre Tool")), "`Pre Tool` is not an event name"),
+        (with("hook_event_name", json!("E".repeat(65))), "is not an event name"),
         (without("session_id"), "missing `session_id`"),
         (with("session_id", json!("")), "`session_id` is empty"),
-        (
-            with("session_id", json!(42)),
-            "`session_id` is not a string",
-        ),
-        (
-            with("session_id", json!("s".repeat(257))),
-            "`session_id` is 257 bytes",
-        ),
+        (with("session_id", json!(42)), "`session_id` is not a string"),
+        (with("session_id", json!("s".repeat(257))), "`session_id` is 257 bytes"),
         (without("tool_name"), "missing `tool_name`"),
         (with("tool_name", json!("")), "`tool_name` is empty"),
-        (
-            with("tool_name", json!(["Bash"])),
-            "`tool_name` is not a string",
-        ),
+        (with("tool_name", json!(["Bash"])), "`tool_name` is not a string"),
         (without("tool_input"), "missing `tool_input`"),
-        (
-            with("tool_input", json!("ls")),
-            "`tool_input` is not a JSON object",
-        ),
-        (
-            with("tool_input", json!(null)),
-            "`tool_input` is not a JSON object",
-        ),
-        (
-            with("tool_use_id", json!(1)),
-            "`tool_use_id` is not a string",
-        ),
+        (with("tool_input", json!("ls")), "`tool_input` is not a JSON object"),
+        (with("tool_input", json!(null)), "`tool_input` is not a JSON object"),
+        (with("tool_use_id", json!(1)), "`tool_use_id` is not a string"),
         (with("agent_id", json!({})), "`agent_id` is not a string"),
-        (
-            with("tool_input", json!({"file_path": "/".repeat(4097)})).tap_tool("Read"),
-            "`resource` is 4097 bytes",
-        ),
-        (
-            json!({"session_id": "s", "hook_event_name": "UserPromptSubmit"}),
-            "missing `prompt`",
-        ),
-        (
-            json!({"session_id": "s", "hook_event_name": "PermissionRequest", "tool_input": {}}),
-            "missing `tool_name`",
-        ),
-        (
-            json!({"session_id": "s", "hook_event_name": "PostToolUse", "tool_response": {}}),
-            "missing `tool_name`",
-        ),
+        (with("tool_input", json!({"file_path": "/".repeat(4097)})).tap_tool("Read"), "`resource` is 4097 bytes"),
+        (json!({"session_id": "s", "hook_event_name": "UserPromptSubmit"}), "missing `prompt`"),
+        (json!({"session_id": "s", "hook_event_name": "PermissionRequest", "tool_input": {}}), "missing `tool_name`"),
+        (json!({"session_id": "s", "hook_event_name": "PostToolUse", "tool_response": {}}), "missing `tool_name`"),
     ];
     for (body, needle) in cases {
         let m = malformed_message(&body);
@@ -528,12 +374,7 @@ impl TapTool for Value {
 // Bodies that are not JSON, or over the size limit, are malformed.
 #[test]
 fn non_json_and_oversized_bodies() {
-    for body in [
-        &b"not json"[..],
-        b"",
-        b"{\"session_id\": \"s\",",
-        b"\xff\xfe",
-    ] {
+    for body in [&b"not json"[..], b"", b"{\"session_id\": \"s\",", b"\xff\xfe"] {
         match ClaudeCode::decode(&testing::json_request(body)) {
             Err(DecodeError::Malformed(m)) => {
                 assert!(m.starts_with("body is not valid JSON"), "{m}")
@@ -549,10 +390,7 @@ fn non_json_and_oversized_bodies() {
     testing::set_setting("max_body_bytes", "2097152");
     assert!(decode_value(&big).is_ok());
     testing::set_setting("max_body_bytes", "100");
-    assert!(
-        malformed_message(&fixture_json("2.1.330", "PreToolUse.json"))
-            .contains("over the 100-byte limit")
-    );
+    assert!(malformed_message(&fixture_json("2.1.330", "PreToolUse.json")).contains("over the 100-byte limit"));
 }
 
 fn nested(depth: usize) -> Value {
@@ -579,12 +417,7 @@ fn nesting_is_bounded() {
 // ---- encode ----
 
 fn encode(req: &HttpRequest, v: &Verdict) -> Value {
-    let JsonReply {
-        status,
-        content_type,
-        body,
-        ..
-    } = testing::encode_json::<ClaudeCode>(req, v).unwrap();
+    let JsonReply { status, content_type, body, .. } = testing::encode_json::<ClaudeCode>(req, v).unwrap();
     assert_eq!(status, 200, "Claude Code ignores non-200 replies");
     assert_eq!(content_type.as_deref(), Some("application/json"));
     body
@@ -612,18 +445,9 @@ fn pre_tool_use_replies() {
     let req = request("2.1.330", "PreToolUse.json");
     let v = testing::verdict;
     assert_eq!(encode(&req, &v(Decision::Allow, "ok")), pto("allow", "ok"));
-    assert_eq!(
-        encode(&req, &v(Decision::Deny, "rm -rf / is forbidden")),
-        pto("deny", "rm -rf / is forbidden")
-    );
-    assert_eq!(
-        encode(&req, &v(Decision::StepUp, "needs a human")),
-        pto("ask", "needs a human")
-    );
-    assert_eq!(
-        encode(&req, &v(Decision::Defer, "later")),
-        pto("deny", "deferred: later")
-    );
+    assert_eq!(encode(&req, &v(Decision::Deny, "rm -rf / is forbidden")), pto("deny", "rm -rf / is forbidden"));
+    assert_eq!(encode(&req, &v(Decision::StepUp, "needs a human")), pto("ask", "needs a human"));
+    assert_eq!(encode(&req, &v(Decision::Defer, "later")), pto("deny", "deferred: later"));
     assert_eq!(
         encode(&req, &with_receipt(v(Decision::Deny, "no"), "0190-abc")),
         pto("deny", "no [arbiter receipt 0190-abc]")
@@ -651,14 +475,7 @@ fn pre_tool_use_modify() {
     );
     for bad in [None, Some("not json"), Some("[1]"), Some("\"x\"")] {
         let body = encode(&req, &modify(bad));
-        assert_eq!(
-            body,
-            pto(
-                "deny",
-                "modify verdict without usable modified parameters: rewritten"
-            ),
-            "{bad:?}"
-        );
+        assert_eq!(body, pto("deny", "modify verdict without usable modified parameters: rewritten"), "{bad:?}");
     }
 }
 
@@ -668,14 +485,12 @@ fn pre_tool_use_modify() {
 fn permission_request_replies() {
     let req = request("2.1.330", "PermissionRequest.json");
     let v = testing::verdict;
-    let pr = |decision: Value| json!({"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": decision}});
+    let pr =
+        |decision: Value| json!({"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": decision}});
     testing::clear_settings();
     assert_eq!(encode(&req, &v(Decision::Allow, "ok")), json!({}));
     testing::set_setting("approve_permission_requests", "true");
-    assert_eq!(
-        encode(&req, &v(Decision::Allow, "ok")),
-        pr(json!({"behavior": "allow"}))
-    );
+    assert_eq!(encode(&req, &v(Decision::Allow, "ok")), pr(json!({"behavior": "allow"})));
     testing::clear_settings();
     assert_eq!(
         encode(&req, &with_receipt(v(Decision::Deny, "no writes"), "r9")),
@@ -687,15 +502,10 @@ fn permission_request_replies() {
     );
     assert_eq!(encode(&req, &v(Decision::StepUp, "ask")), json!({}));
     let params = r#"{"file_path":"/tmp/notes.txt","content":"hello\n"}"#;
-    assert_eq!(
-        encode(&req, &modify(Some(params))),
-        pr(json!({"behavior": "allow", "updatedInput": json_of(params)}))
-    );
+    assert_eq!(encode(&req, &modify(Some(params))), pr(json!({"behavior": "allow", "updatedInput": json_of(params)})));
     assert_eq!(
         encode(&req, &modify(Some("{"))),
-        pr(
-            json!({"behavior": "deny", "message": "modify verdict without usable modified parameters: rewritten"})
-        )
+        pr(json!({"behavior": "deny", "message": "modify verdict without usable modified parameters: rewritten"}))
     );
 }
 
@@ -721,26 +531,14 @@ fn undecided(decision: Decision, reason: &str) -> Verdict {
 // Non-decision events get `{}`; a deny on UserPromptSubmit blocks the prompt.
 #[test]
 fn non_decision_replies() {
-    for name in [
-        "UserPromptSubmit.json",
-        "PostToolUse.json",
-        "PostToolUse-Write.json",
-        "SessionEnd.json",
-        "Stop.json",
-    ] {
+    for name in ["UserPromptSubmit.json", "PostToolUse.json", "PostToolUse-Write.json", "SessionEnd.json", "Stop.json"]
+    {
         let req = request("2.1.330", name);
-        assert_eq!(
-            encode(&req, &undecided(Decision::Allow, "ok")),
-            json!({}),
-            "{name}"
-        );
+        assert_eq!(encode(&req, &undecided(Decision::Allow, "ok")), json!({}), "{name}");
     }
     let prompt = request("2.1.330", "UserPromptSubmit.json");
     assert_eq!(
-        encode(
-            &prompt,
-            &with_receipt(undecided(Decision::Deny, "prompt injection"), "r2")
-        ),
+        encode(&prompt, &with_receipt(undecided(Decision::Deny, "prompt injection"), "r2")),
         json!({"decision": "block", "reason": "prompt injection [arbiter receipt r2]"})
     );
     assert_eq!(
@@ -758,10 +556,7 @@ fn non_decision_replies() {
 #[test]
 fn blocking_verdicts_block_tool_calls_regardless_of_decided() {
     let req = request("2.1.330", "PreToolUse.json");
-    assert_eq!(
-        encode(&req, &undecided(Decision::Deny, "no")),
-        pto("deny", "no")
-    );
+    assert_eq!(encode(&req, &undecided(Decision::Deny, "no")), pto("deny", "no"));
     assert_eq!(encode(&req, &undecided(Decision::Allow, "ok")), json!({}));
 }
 
@@ -770,15 +565,9 @@ fn blocking_verdicts_block_tool_calls_regardless_of_decided() {
 fn unreadable_request_replies() {
     let req = testing::json_request("not json");
     let blocked = encode(&req, &testing::verdict(Decision::Deny, "why"));
-    assert_eq!(
-        blocked,
-        json_of(&BLOCKING_REPLY.replace("{{reason}}", "why"))
-    );
+    assert_eq!(blocked, json_of(&BLOCKING_REPLY.replace("{{reason}}", "why")));
     assert_eq!(encode(&req, &modify(Some("{}")))["decision"], "block");
-    assert_eq!(
-        encode(&req, &testing::verdict(Decision::Allow, "ok")),
-        json!({})
-    );
+    assert_eq!(encode(&req, &testing::verdict(Decision::Allow, "ok")), json!({}));
 }
 
 // describe: identity, decisions, events, and a blocking reply that blocks both hook shapes.
@@ -789,31 +578,13 @@ fn describe_plugin() {
     assert_eq!(info.vendor, "Claude Code");
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(info.vendor_versions, vec!["2.1.x".to_owned()]);
-    assert_eq!(
-        info.decisions,
-        vec![
-            Decision::Allow,
-            Decision::Deny,
-            Decision::Modify,
-            Decision::StepUp
-        ]
-    );
-    for e in [
-        "UserPromptSubmit",
-        "PreToolUse",
-        "PermissionRequest",
-        "PostToolUse",
-        "SessionEnd",
-        "Stop",
-    ] {
+    assert_eq!(info.decisions, vec![Decision::Allow, Decision::Deny, Decision::Modify, Decision::StepUp]);
+    for e in ["UserPromptSubmit", "PreToolUse", "PermissionRequest", "PostToolUse", "SessionEnd", "Stop"] {
         assert!(info.events.iter().any(|x| x == e), "{e}");
     }
     let reply = &info.blocking_reply;
     assert_eq!(reply.status, 200);
-    assert_eq!(
-        reply.headers,
-        vec![("content-type".to_owned(), "application/json".to_owned())]
-    );
+    assert_eq!(reply.headers, vec![("content-type".to_owned(), "application/json".to_owned())]);
     let body: Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(
         body,

@@ -18,8 +18,7 @@
 //! `{"decision": "<allow|deny|modify|step-up|defer>", "reason": ..., "receipt_id": ...}`.
 
 use arbiter_sdk::{
-    Action, Adapter, Decision, DecodeError, Decoded, Event, HttpRequest, HttpResponse, PluginInfo,
-    Requester, Verdict,
+    Action, Adapter, Decision, DecodeError, Decoded, Event, HttpRequest, HttpResponse, PluginInfo, Requester, Verdict,
 };
 use serde_json::{Value, json};
 
@@ -42,13 +41,7 @@ impl Adapter for Faulty {
             vendor: "Arbiter fault tests".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             vendor_versions: vec!["test".to_owned()],
-            decisions: vec![
-                Decision::Allow,
-                Decision::Deny,
-                Decision::Modify,
-                Decision::StepUp,
-                Decision::Defer,
-            ],
+            decisions: vec![Decision::Allow, Decision::Deny, Decision::Modify, Decision::StepUp, Decision::Defer],
             events: vec!["fault".to_owned()],
             blocking_reply: HttpResponse::json(200, BLOCKING_REPLY),
         }
@@ -63,9 +56,7 @@ impl Adapter for Faulty {
             "loop" => spin(),
             "memory" => exhaust_memory(),
             other => {
-                return Err(DecodeError::Malformed(format!(
-                    "unknown fault `{other}`; expected one of {FAULTS:?}"
-                )));
+                return Err(DecodeError::Malformed(format!("unknown fault `{other}`; expected one of {FAULTS:?}")));
             }
         };
         Ok(Decoded {
@@ -106,8 +97,8 @@ arbiter_sdk::export_adapter!(Faulty);
 /// `(fault, session_id)` from the request body.
 fn parse(body: &[u8]) -> Result<(String, String), DecodeError> {
     let malformed = |m: &str| DecodeError::Malformed(m.to_owned());
-    let Value::Object(mut body) = serde_json::from_slice(body)
-        .map_err(|e| DecodeError::Malformed(format!("body is not valid JSON: {e}")))?
+    let Value::Object(mut body) =
+        serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(format!("body is not valid JSON: {e}")))?
     else {
         return Err(malformed("body is not a JSON object"));
     };
@@ -199,28 +190,14 @@ mod tests {
         v.receipt_id = Some("r-1".to_owned());
         let reply = testing::encode_json::<Faulty>(&request("none"), &v).unwrap();
         assert_eq!(reply.status, 200);
-        assert_eq!(
-            reply.body,
-            json!({"decision": "step-up", "reason": "why", "receipt_id": "r-1"})
-        );
+        assert_eq!(reply.body, json!({"decision": "step-up", "reason": "why", "receipt_id": "r-1"}));
     }
 
     // Unknown faults and bad bodies are malformed.
     #[test]
     fn bad_requests_are_malformed() {
-        for body in [
-            r#"{"fault":"nope","session_id":"s"}"#,
-            r#"{"fault":"none"}"#,
-            "[]",
-            "x",
-        ] {
-            assert!(
-                matches!(
-                    Faulty::decode(&testing::json_request(body)),
-                    Err(DecodeError::Malformed(_))
-                ),
-                "{body}"
-            );
+        for body in [r#"{"fault":"nope","session_id":"s"}"#, r#"{"fault":"none"}"#, "[]", "x"] {
+            assert!(matches!(Faulty::decode(&testing::json_request(body)), Err(DecodeError::Malformed(_))), "{body}");
         }
     }
 
@@ -230,9 +207,6 @@ mod tests {
         let info = Faulty::describe();
         assert_eq!(info.name, "faulty");
         let body: Value = serde_json::from_slice(&info.blocking_reply.body).unwrap();
-        assert_eq!(
-            body,
-            json!({"decision": "deny", "reason": "{{reason}}", "blocked": true})
-        );
+        assert_eq!(body, json!({"decision": "deny", "reason": "{{reason}}", "blocked": true}));
     }
 }
