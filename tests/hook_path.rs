@@ -63,6 +63,16 @@ async fn healthz_and_readyz_answer_without_auth() {
     }
 }
 
+#[test]
+fn first_start_creates_private_tokens_and_signing_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start();
+    for file in ["ingress.token", "admin.token", "keys/receipt-signing.pem"] {
+        let meta = std::fs::metadata(server.data_dir.join(file)).expect("credential file exists");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file} must be owner-only");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ls_is_allowed_and_rm_rf_root_is_denied_with_a_reason() {
     let server = Server::start();

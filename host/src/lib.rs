@@ -37,7 +37,19 @@ use crate::credentials::{ReceiptKey, Token};
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     let data = &config.data_dir;
-    std::fs::create_dir_all(data).with_context(|| format!("cannot create data dir `{}`", data.display()))?;
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // Receipts and session logs describe what agents did: owner only.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data)
+            .with_context(|| format!("cannot create data dir `{}`", data.display()))?;
+        let mode = std::fs::metadata(data)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(data_dir = %data.display(), mode = format!("{:o}", mode & 0o777), "data dir is readable by other users; chmod 700 it");
+        }
+    }
 
     let ingress_token = Token::resolve(
         config.auth.ingress_token.as_deref(),
