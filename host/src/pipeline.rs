@@ -608,3 +608,68 @@ pub fn integrations(config: &BTreeMap<String, crate::config::IntegrationConfig>)
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::config::{Config, PluginLimits};
+    use crate::credentials::ReceiptKey;
+    use crate::policy::PolicyPack;
+
+    /// The real pipeline: bundled Claude Code plugin, bundled pack, a fjall
+    /// store in a temporary directory.
+    fn pipeline(dir: &std::path::Path) -> Pipeline {
+        let plugins = Arc::new(PluginHost::new(&PluginLimits::default()).unwrap());
+        for (name, bytes) in crate::plugins::bundled::BUNDLED {
+            plugins.load(name, bytes).unwrap();
+        }
+        let pdp = Arc::new(Pdp::new(PolicyPack::bundled().unwrap(), None));
+        let store = Store::open(dir, Arc::new(ReceiptKey::generate()), 64).unwrap();
+        Pipeline::new(plugins, pdp, store, integrations(&Config::default().integrations)).unwrap()
+    }
+
+    fn pre_tool_use(command: &str) -> wit::HttpRequest {
+        let body = json!({"session_id": "s1", "transcript_path": "/t", "cwd": "/w", "hook_event_name": "PreToolUse",
+                          "tool_name": "Bash", "tool_input": {"command": command}, "tool_use_id": "toolu_1"});
+        wit::HttpRequest {
+            method: "POST".to_owned(),
+            path: String::new(),
+            headers: Vec::new(),
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    fn permission(reply: &HookReply) -> String {
+        let body: Value = serde_json::from_slice(&reply.response.body).unwrap();
+        body["hookSpecificOutput"]["permissionDecision"].as_str().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // An action policy allows is still blocked when its receipt cannot be written.
+    async fn store_refusing_writes_blocks_allowed_actions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let ok = p.handle_hook("claude-code", pre_tool_use("ls")).await.unwrap();
+        assert_eq!((permission(&ok), ok.decision), ("allow".to_owned(), Some(Decision::Allow)));
+        assert!(ok.receipt_id.is_some());
+
+        p.store().poison();
+        let blocked = p.handle_hook("claude-code", pre_tool_use("ls")).await.unwrap();
+        assert_eq!(blocked.response.status, 200, "Claude Code ignores a deny sent with another status");
+        assert_eq!((permission(&blocked), blocked.decision), ("deny".to_owned(), Some(Decision::Deny)));
+        assert_eq!(blocked.receipt_id, None);
+        assert_eq!(p.store().receipt_count().unwrap(), 1, "nothing was recorded after the failure");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // The SDK endpoint reports an unrecorded decision as an error, never as ALLOW.
+    async fn store_refusing_writes_fails_evaluate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        p.store().poison();
+        let action = json!({"tool": "shell", "operation": "exec", "parameters": {"command": "ls"},
+                            "requester_context": {"session": "s"}});
+        assert!(matches!(p.evaluate(&action).await, Err(PipelineError::Unrecorded(_))));
+    }
+}

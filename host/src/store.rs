@@ -200,6 +200,13 @@ impl Store {
         Ok(Self { parts, tx, poisoned })
     }
 
+    /// Put the store in the state a failed fsync leaves it in (tests of the
+    /// fail-closed paths).
+    #[cfg(test)]
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
     /// Whether writes are accepted.
     pub fn is_healthy(&self) -> bool {
         !self.poisoned.load(Ordering::Acquire)
