@@ -89,9 +89,15 @@ pub struct BrokenLink {
 
 /// Check a session's entries in order. `None` when the chain is intact.
 pub fn verify_chain(entries: &[Entry]) -> Option<BrokenLink> {
-    let mut prev = GENESIS.to_owned();
+    verify_chain_from(0, GENESIS, entries)
+}
+
+/// Check entries that continue a chain whose entry `start - 1` has hash
+/// `prev_hash` (genesis for `start == 0`).
+pub fn verify_chain_from(start: u64, prev_hash: &str, entries: &[Entry]) -> Option<BrokenLink> {
+    let mut prev = prev_hash.to_owned();
     for (i, e) in entries.iter().enumerate() {
-        let expected_seq = i as u64;
+        let expected_seq = start + i as u64;
         if e.seq != expected_seq {
             return Some(BrokenLink { seq: expected_seq, problem: format!("entry {expected_seq} is missing") });
         }

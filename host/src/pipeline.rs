@@ -26,7 +26,7 @@ use crate::model::{
 use crate::plugins::{Plugin, PluginHost, Settings, wit};
 use crate::policy::{Pdp, PolicyOutcome};
 use crate::receipts::{ReceiptBody, ReceiptDraft, SealError};
-use crate::store::{Store, StoreError};
+use crate::store::{ContextError, Store, StoreError};
 
 /// JSON Schema of the canonical action (contract in `wit/schemas/`).
 const ACTION_SCHEMA: &str = include_str!("../../wit/schemas/canonical-action.v1.json");
@@ -173,16 +173,13 @@ impl Pipeline {
             }
         }
 
-        // 3. Decide.
-        let summary = self.store.session_summary(&requester.session);
+        // 3. Decide, on the session as its verified log describes it.
+        let summary = self.store.verified_summary(&requester.session).map_err(context_fault_of);
         let mut decided = Vec::with_capacity(actions.len());
         for action in actions {
             let receipt_id = uuid::Uuid::now_v7().to_string();
             let outcome = match (&action, &summary, &context_fault) {
-                (Err(fault), _, _) | (_, _, Some(fault)) => fault_outcome(fault.clone()),
-                (_, Err(e), _) => {
-                    fault_outcome(Fault::new(FaultComponent::Store, FaultKind::Unavailable, e.to_string()))
-                }
+                (Err(fault), _, _) | (_, Err(fault), _) | (_, _, Some(fault)) => fault_outcome(fault.clone()),
                 (Ok(a), Ok(s), None) => self.pdp.decide(a, s),
             };
             let action = action.unwrap_or_else(|_| placeholder_action(integration, &request, Some(&requester)));
@@ -303,9 +300,9 @@ impl Pipeline {
         let input: EvaluateInput =
             serde_json::from_value(body.clone()).map_err(|e| PipelineError::InvalidAction(e.to_string()))?;
         let action = input.into_action();
-        let outcome = match self.store.session_summary(&action.requester_context.session) {
+        let outcome = match self.store.verified_summary(&action.requester_context.session) {
             Ok(s) => self.pdp.decide(&action, &s),
-            Err(e) => fault_outcome(Fault::new(FaultComponent::Store, FaultKind::Unavailable, e.to_string())),
+            Err(e) => fault_outcome(context_fault_of(e)),
         };
         let d = Decided { action, outcome, receipt_id: uuid::Uuid::now_v7().to_string() };
         let draft = receipt_draft(&self.pdp, &d, None, None, true).map_err(StoreError::from)?;
@@ -350,6 +347,14 @@ impl Pipeline {
             return Err(plugin_malformed(&format!("action breaks the canonical schema: {e} at `{}`", e.instance_path)));
         }
         Ok(action)
+    }
+}
+
+/// The fault a session context failure forces: tampering is named as such.
+fn context_fault_of(e: ContextError) -> Fault {
+    match e {
+        ContextError::Tampered(_) => Fault::new(FaultComponent::Context, FaultKind::Tampered, e.to_string()),
+        ContextError::Store(e) => Fault::new(FaultComponent::Store, FaultKind::Unavailable, e.to_string()),
     }
 }
 

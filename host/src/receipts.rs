@@ -134,17 +134,24 @@ fn assemble(members: &mut [(&'static str, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// Sequence and sign a draft: returns the receipt's JCS bytes (what is stored
-/// and hashed into the chain) and advances `head`.
+/// and hashed into the chain) and advances `head`. `session_entry` is the
+/// seq and hash of the action's session-log entry, which the signature then
+/// covers.
 pub fn seal(
     draft: &ReceiptDraft,
     issued_at: &str,
-    session_seq: Option<u64>,
+    session_entry: Option<(u64, &str)>,
     head: &mut ChainHead,
     key: &ReceiptKey,
 ) -> Result<Vec<u8>, SealError> {
     let jcs = |v: &Value| serde_jcs::to_vec(v).map_err(|e| SealError::Canonical(e.to_string()));
     let mut members = draft.members.clone();
-    members.push(("context", jcs(&json!({"context_hash": draft.context_hash, "session_seq": session_seq}))?));
+    let context = json!({
+        "context_hash": draft.context_hash,
+        "session_seq": session_entry.map(|(seq, _)| seq),
+        "session_entry_hash": session_entry.map(|(_, hash)| hash),
+    });
+    members.push(("context", jcs(&context)?));
     members.push(("issued_at", jcs(&Value::String(issued_at.to_owned()))?));
     members.push(("chain", jcs(&json!({"seq": head.next_seq, "prev_hash": head.prev_hash}))?));
     let unsigned = assemble(&mut members);
@@ -306,7 +313,8 @@ mod tests {
     // Assembling pre-canonicalised members gives the JCS bytes of the whole receipt.
     fn sealed_bytes_are_jcs_of_the_whole_receipt() {
         let key = ReceiptKey::generate();
-        let bytes = seal(&draft(0), "2026-11-23T00:00:00.000Z", Some(3), &mut ChainHead::genesis(), &key).unwrap();
+        let bytes =
+            seal(&draft(0), "2026-11-23T00:00:00.000Z", Some((3, "ab")), &mut ChainHead::genesis(), &key).unwrap();
         let value: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(serde_jcs::to_vec(&value).unwrap(), bytes);
         assert_eq!(value["context"]["session_seq"], json!(3));

@@ -24,7 +24,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use crate::context::{Entry, EntryDraft, SessionSummary};
+use crate::context::{BrokenLink, Entry, EntryDraft, SessionSummary, verify_chain_from};
 use crate::credentials::ReceiptKey;
 use crate::model::{Decision, format_rfc3339};
 use crate::receipts::{ChainHead, ReceiptDraft, seal};
@@ -89,6 +89,22 @@ pub struct Store {
     parts: Parts,
     tx: mpsc::SyncSender<Job>,
     poisoned: Arc<AtomicBool>,
+    /// Per session, the summary derived from the prefix of its log that has
+    /// been verified in this process. Entries are append-only, so later
+    /// checks verify only what was appended since; after a restart every
+    /// session is verified in full on its next use.
+    verified: Arc<std::sync::Mutex<HashMap<String, SessionSummary>>>,
+}
+
+/// Why a session's context cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The log or its summary was altered.
+    #[error("the session's context log no longer verifies at entry {}: {}", .0.seq, .0.problem)]
+    Tampered(BrokenLink),
 }
 
 /// What a committed receipt looks like to the caller.
@@ -103,6 +119,17 @@ pub struct Committed {
 enum Job {
     Receipt(Box<ReceiptDraft>, oneshot::Sender<Result<Committed, StoreError>>),
     Entry(EntryDraft, oneshot::Sender<Result<Entry, StoreError>>),
+}
+
+/// A session's log with the result of verifying it.
+#[derive(Debug)]
+pub struct SessionAudit {
+    /// The stored summary.
+    pub summary: SessionSummary,
+    /// Every entry, in order.
+    pub entries: Vec<Entry>,
+    /// The first entry (or the summary, at seq = entries) that fails.
+    pub broken: Option<BrokenLink>,
 }
 
 /// Filters of a receipt listing.
@@ -131,6 +158,13 @@ pub struct ReceiptPage {
     pub receipts: Vec<Value>,
     /// Seq to continue from, when more may follow.
     pub next_seq: Option<u64>,
+}
+
+/// Key of a session-log entry in the `session_log` partition: the session
+/// id length-prefixed (u16 BE), then the entry seq (u64 BE). Public so that
+/// tamper tests can reach a stored entry.
+pub fn session_log_key(session: &str, seq: u64) -> Vec<u8> {
+    cat(&lp(session), &seq.to_be_bytes())
 }
 
 fn lp(s: &str) -> Vec<u8> {
@@ -197,7 +231,7 @@ impl Store {
             .name("arbiter-writer".to_owned())
             .spawn(move || writer.run(&rx))
             .map_err(|_| StoreError::Unavailable("cannot start the writer thread"))?;
-        Ok(Self { parts, tx, poisoned })
+        Ok(Self { parts, tx, poisoned, verified: Arc::default() })
     }
 
     /// Put the store in the state a failed fsync leaves it in (tests of the
@@ -242,6 +276,71 @@ impl Store {
             None => Ok(SessionSummary::new(session)),
             Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string())),
         }
+    }
+
+    /// A session's summary, re-derived from its verified log: what the PDP
+    /// may rely on. Fails with [`ContextError::Tampered`] when an entry was
+    /// altered, removed or reordered, or when the stored summary differs from
+    /// what the entries give.
+    pub fn verified_summary(&self, session: &str) -> Result<SessionSummary, ContextError> {
+        let stored = self.session_summary(session)?;
+        let cached = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(session).cloned();
+        let mut derived = match cached {
+            Some(c) if c.entries <= stored.entries => c,
+            _ => SessionSummary::new(session),
+        };
+        // Only entries the stored summary covers: the writer commits an entry
+        // and its summary in one batch, so later ones belong to a newer summary.
+        let fresh = self.session_entries_range(session, derived.entries, stored.entries)?;
+        if let Some(broken) = verify_chain_from(derived.entries, &derived.head_hash, &fresh) {
+            return Err(ContextError::Tampered(broken));
+        }
+        for entry in &fresh {
+            derived.apply(entry);
+        }
+        if derived != stored {
+            return Err(ContextError::Tampered(BrokenLink {
+                seq: stored.entries,
+                problem: "the stored session summary does not match its log".to_owned(),
+            }));
+        }
+        let mut verified = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.len() >= SUMMARY_CACHE {
+            verified.clear();
+        }
+        verified.insert(session.to_owned(), derived.clone());
+        Ok(derived)
+    }
+
+    fn session_entries_range(&self, session: &str, from: u64, to: u64) -> Result<Vec<Entry>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let prefix = lp(session);
+        self.parts
+            .session_log
+            .range(cat(&prefix, &from.to_be_bytes())..cat(&prefix, &to.to_be_bytes()))
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Verify a session's whole log from scratch (no cache) and check that
+    /// the stored summary is what the entries give. For reviewers.
+    pub fn audit_session(&self, session: &str) -> Result<SessionAudit, StoreError> {
+        let summary = self.session_summary(session)?;
+        let entries = self.session_entries(session)?;
+        let broken = crate::context::verify_chain(&entries).or_else(|| {
+            let mut derived = SessionSummary::new(session);
+            entries.iter().for_each(|e| derived.apply(e));
+            (derived != summary).then(|| BrokenLink {
+                seq: summary.entries,
+                problem: "the stored session summary does not match its log".to_owned(),
+            })
+        });
+        Ok(SessionAudit { summary, entries, broken })
     }
 
     /// A session's entries in order.
@@ -481,13 +580,14 @@ impl Writer {
         ms: u64,
         at: &str,
     ) -> Result<Committed, StoreError> {
-        let session_seq = match draft.entry.take() {
-            Some(entry) => Some(self.chain_entry(batch, entry, at)?.seq),
+        let entry = match draft.entry.take() {
+            Some(entry) => Some(self.chain_entry(batch, entry, at)?),
             None => None,
         };
+        let session_seq = entry.as_ref().map(|e| e.seq);
         let seq = self.head.next_seq;
         let mut head = self.head.clone();
-        let bytes = seal(&draft, at, session_seq, &mut head, &self.key)?;
+        let bytes = seal(&draft, at, entry.as_ref().map(|e| (e.seq, e.hash.as_str())), &mut head, &self.key)?;
         self.head = head;
         let key = seq.to_be_bytes();
         batch.insert(&self.parts.receipts, key, bytes);
