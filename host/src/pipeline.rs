@@ -24,7 +24,7 @@ use crate::model::{
     AssertedBy, CanonicalAction, Decision, Fault, FaultComponent, FaultKind, RequesterContext, now_rfc3339,
 };
 use crate::plugins::{Plugin, PluginHost, Settings, wit};
-use crate::policy::{Pdp, PolicyOutcome};
+use crate::policy::{Pdp, PolicyOutcome, RecordedScores, Scores};
 use crate::receipts::{ReceiptBody, ReceiptDraft, SealError};
 use crate::store::{ContextError, Store, StoreError};
 
@@ -180,7 +180,7 @@ impl Pipeline {
             let receipt_id = uuid::Uuid::now_v7().to_string();
             let outcome = match (&action, &summary, &context_fault) {
                 (Err(fault), _, _) | (_, Err(fault), _) | (_, _, Some(fault)) => fault_outcome(fault.clone()),
-                (Ok(a), Ok(s), None) => self.pdp.decide(a, s),
+                (Ok(a), Ok(s), None) => self.pdp.decide(a, s, &Scores::default()),
             };
             let action = action.unwrap_or_else(|_| placeholder_action(integration, &request, Some(&requester)));
             decided.push(Decided { action, outcome, receipt_id });
@@ -301,7 +301,7 @@ impl Pipeline {
             serde_json::from_value(body.clone()).map_err(|e| PipelineError::InvalidAction(e.to_string()))?;
         let action = input.into_action();
         let outcome = match self.store.verified_summary(&action.requester_context.session) {
-            Ok(s) => self.pdp.decide(&action, &s),
+            Ok(s) => self.pdp.decide(&action, &s, &Scores::default()),
             Err(e) => fault_outcome(context_fault_of(e)),
         };
         let d = Decided { action, outcome, receipt_id: uuid::Uuid::now_v7().to_string() };
@@ -429,6 +429,8 @@ fn fault_outcome(fault: Fault) -> PolicyOutcome {
         data_classes: Vec::new(),
         context_hash: String::new(),
         modified_parameters: None,
+        approvers: Vec::new(),
+        scores: RecordedScores::default(),
         fault: Some(fault),
     }
 }
@@ -486,7 +488,8 @@ fn receipt_draft(
         "classification": o.classification,
         "reason": o.reason,
         "policy": {"policy_ids": o.policy_ids, "version": pack.version, "hash": pack.hash, "pack": pack.pack},
-        "scores": {},
+        "scores": o.scores,
+        "approvers": o.approvers,
         "signals": o.signals,
         "data_classes": o.data_classes,
         "modified_parameters": o.modified_parameters,

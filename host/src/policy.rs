@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    PolicyId, PolicySet, Request, RestrictedExpression,
+    Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, EvaluationError, PolicyId,
+    PolicySet, Request, RestrictedExpression,
 };
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -106,6 +106,73 @@ struct PackManifest {
     description: String,
     #[serde(default = "default_posture")]
     default_posture: Posture,
+    #[serde(default)]
+    alignment: AlignmentConfig,
+    #[serde(default)]
+    risk: RiskConfig,
+}
+
+/// `[alignment]` in `pack.toml`: how intent alignment and drift take part in
+/// decisions (AARM step 5). Scores are in [0, 1].
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlignmentConfig {
+    /// τ: an action scoring below it is misaligned. `None` (the default)
+    /// turns the step-5 overrides off: a lexical score is a signal, and a
+    /// pack opts in to letting it change decisions.
+    pub tau: Option<f64>,
+    /// Session drift at or above which an action that would be allowed is
+    /// escalated to STEP_UP. `None` = off.
+    pub drift_alert: Option<f64>,
+    /// Minimum alignment confidence for a decision made by a
+    /// `context_dependent_*` policy; below it the action is DEFERred (AARM's
+    /// third mandatory trigger). Default = 0 (off).
+    pub min_confidence: f64,
+}
+
+/// `[risk]` in `pack.toml`: compositional risk (AARM step 2).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskConfig {
+    /// Deny external egress once the session holds private data and has
+    /// taken in untrusted content (the "private data + untrusted content +
+    /// egress" combination). Default = true.
+    pub trifecta: bool,
+    /// Data classes that count as private. Default = SECRET, PII, CONFIDENTIAL.
+    pub private_classes: Vec<String>,
+    /// Detector signals that make an action count as egress besides the
+    /// `egress` operation (e.g. a shell command that runs curl).
+    pub egress_signals: Vec<String>,
+    /// Session risk score (see [`session_risk`]) at or above which every
+    /// further action is denied. `None` = off.
+    pub max_score: Option<f64>,
+}
+
+impl Default for RiskConfig {
+    fn default() -> Self {
+        Self {
+            trifecta: true,
+            private_classes: vec!["SECRET".to_owned(), "PII".to_owned(), "CONFIDENTIAL".to_owned()],
+            egress_signals: Vec::new(),
+            max_score: None,
+        }
+    }
+}
+
+/// Session risk in [0, 1], additive over what the session has done: 0.3
+/// once private data was touched, 0.2 once untrusted content entered, 0.1
+/// per denied action (at most 0.3), 0.05 per egress (at most 0.2).
+pub fn session_risk(session: &SessionSummary, private: &[String]) -> f64 {
+    let mut risk = 0.0;
+    if session.data_classes.iter().any(|c| private.contains(c)) {
+        risk += 0.3;
+    }
+    if session.untrusted_input {
+        risk += 0.2;
+    }
+    risk += (0.1 * session.denied as f64).min(0.3);
+    risk += (0.05 * session.egress as f64).min(0.2);
+    f64::min(risk, 1.0)
 }
 
 fn default_posture() -> Posture {
@@ -147,6 +214,101 @@ struct Detector {
 struct PolicyMeta {
     classification: Option<String>,
     reason: Option<String>,
+    /// `@decision`, or the effect's (permit → ALLOW, forbid → DENY).
+    decision: Decision,
+    /// `@priority`; higher wins in the baseline step. Default 0.
+    priority: i64,
+    /// `@approvers`, comma-separated groups, for STEP_UP.
+    approvers: Vec<String>,
+    /// `@modify_*` transforms, for MODIFY.
+    transforms: Vec<Transform>,
+    /// `@min_confidence`: DEFER when the alignment confidence is lower.
+    min_confidence: Option<f64>,
+    /// `@aligned_decision` of a `context_dependent_allow` policy: what an
+    /// aligned action gets instead of DENY. Default STEP_UP.
+    aligned_decision: Decision,
+}
+
+/// One MODIFY transform on a parameter (a dotted path below `parameters`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transform {
+    /// `@modify_redact("a,b.c")`: replace the value with `[REDACTED]`.
+    Redact(String),
+    /// `@modify_clamp("limit=1..1000")`: clamp a number into the range.
+    Clamp(String, i64, i64),
+    /// `@modify_replace("branch=safe")`: set the value to a string.
+    Replace(String, String),
+    /// `@modify_drop("force")`: remove the field.
+    Drop(String),
+}
+
+impl Transform {
+    fn parse_all(policy: &cedar_policy::Policy) -> Result<Vec<Self>, String> {
+        let items = |key: &str| -> Vec<String> {
+            policy
+                .annotation(key)
+                .map(|v| v.split(',').map(|i| i.trim().to_owned()).filter(|i| !i.is_empty()).collect())
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        out.extend(items("modify_redact").into_iter().map(Self::Redact));
+        out.extend(items("modify_drop").into_iter().map(Self::Drop));
+        for item in items("modify_replace") {
+            let (path, value) =
+                item.split_once('=').ok_or(format!("`@modify_replace(\"{item}\")` needs path=value"))?;
+            out.push(Self::Replace(path.trim().to_owned(), value.trim().to_owned()));
+        }
+        for item in items("modify_clamp") {
+            let bad = || format!("`@modify_clamp(\"{item}\")` needs path=MIN..MAX with integers");
+            let (path, range) = item.split_once('=').ok_or_else(bad)?;
+            let (lo, hi) = range.split_once("..").ok_or_else(bad)?;
+            let lo: i64 = lo.trim().parse().map_err(|_| bad())?;
+            let hi: i64 = hi.trim().parse().map_err(|_| bad())?;
+            if lo > hi {
+                return Err(bad());
+            }
+            out.push(Self::Clamp(path.trim().to_owned(), lo, hi));
+        }
+        Ok(out)
+    }
+
+    /// Apply to `params`. A transform whose field is absent changes nothing.
+    fn apply(&self, params: &mut Map<String, Value>) {
+        let path = match self {
+            Self::Redact(p) | Self::Clamp(p, ..) | Self::Replace(p, _) | Self::Drop(p) => p,
+        };
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let Some(last) = parts.pop() else { return };
+        let mut obj = params;
+        for part in parts {
+            match obj.get_mut(part) {
+                Some(Value::Object(inner)) => obj = inner,
+                _ => return,
+            }
+        }
+        match self {
+            Self::Drop(_) => {
+                obj.remove(last);
+            }
+            Self::Redact(_) => {
+                if let Some(v) = obj.get_mut(last) {
+                    *v = Value::String("[REDACTED]".to_owned());
+                }
+            }
+            Self::Replace(_, value) => {
+                if let Some(v) = obj.get_mut(last) {
+                    *v = Value::String(value.clone());
+                }
+            }
+            Self::Clamp(_, lo, hi) => {
+                if let Some(v) = obj.get_mut(last)
+                    && let Some(n) = v.as_f64()
+                {
+                    *v = Value::from(n.clamp(*lo as f64, *hi as f64).round() as i64);
+                }
+            }
+        }
+    }
 }
 
 /// Identity of the policy set that made a decision, as receipts record it.
@@ -166,9 +328,31 @@ pub struct PolicyPack {
     identity: PackIdentity,
     description: String,
     default_posture: Posture,
-    policies: PolicySet,
+    alignment: AlignmentConfig,
+    risk: RiskConfig,
+    /// Forbids and permits apart: Cedar's deny-overrides would hide the
+    /// satisfied permits behind a satisfied forbid, and the AARM steps need
+    /// every applicable policy.
+    forbids: PolicySet,
+    permits: PolicySet,
     meta: HashMap<PolicyId, PolicyMeta>,
     detectors: Vec<Detector>,
+    /// Parameter schemas by `tool.operation` (`schemas/<tool>.<operation>.json`).
+    schemas: HashMap<String, ParamSchema>,
+}
+
+/// A parameter schema and how the pack repairs a violation, if it does.
+struct ParamSchema {
+    validator: jsonschema::Validator,
+    /// `x-arbiter-repair` in the schema: transforms that make a violating
+    /// action acceptable as MODIFY when the repaired parameters validate.
+    repair: Vec<Transform>,
+}
+
+impl std::fmt::Debug for ParamSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParamSchema").field("repair", &self.repair).finish_non_exhaustive()
+    }
 }
 
 impl PolicyPack {
@@ -209,7 +393,8 @@ impl PolicyPack {
         let manifest: PackManifest = toml::from_str(&text("pack.toml", &manifest_bytes.1)?)
             .map_err(|e| PackError::Manifest { file: "pack.toml".to_owned(), reason: e.to_string() })?;
 
-        let mut policies = PolicySet::new();
+        let mut forbids = PolicySet::new();
+        let mut permits = PolicySet::new();
         let mut meta = HashMap::new();
         for (path, bytes) in files.iter().filter(|(p, _)| p.ends_with(".cedar") && !p.contains('/')) {
             let src = text(path, bytes)?;
@@ -237,28 +422,82 @@ impl PolicyPack {
                         "`{id}`: unknown `@classification(\"{c}\")`; use one of {CLASSIFICATIONS:?}"
                     )));
                 }
-                if let Some(d) = policy.annotation("decision") {
-                    let parsed = Decision::parse(d)
-                        .ok_or_else(|| annotation_err(format!("`{id}`: unknown `@decision(\"{d}\")`")))?;
-                    let consistent = match policy.effect() {
-                        Effect::Forbid => parsed == Decision::Deny,
-                        Effect::Permit => parsed != Decision::Deny,
-                    };
-                    if !consistent {
-                        return Err(annotation_err(format!(
-                            "`{id}`: `@decision(\"{d}\")` contradicts the policy's effect"
-                        )));
+                let decision = match policy.annotation("decision") {
+                    None => match policy.effect() {
+                        Effect::Forbid => Decision::Deny,
+                        Effect::Permit => Decision::Allow,
+                    },
+                    Some(d) => {
+                        let parsed = Decision::parse(d)
+                            .ok_or_else(|| annotation_err(format!("`{id}`: unknown `@decision(\"{d}\")`")))?;
+                        // A forbid may only block (DEFER and STEP_UP block too).
+                        let consistent = match policy.effect() {
+                            Effect::Forbid => !parsed.proceeds(),
+                            Effect::Permit => parsed != Decision::Deny,
+                        };
+                        if !consistent {
+                            return Err(annotation_err(format!(
+                                "`{id}`: `@decision(\"{d}\")` contradicts the policy's effect"
+                            )));
+                        }
+                        parsed
                     }
+                };
+                if classification.as_deref() == Some("forbidden") && policy.effect() != Effect::Forbid {
+                    return Err(annotation_err(format!("`{id}`: a `forbidden` policy must be a forbid")));
                 }
+                let priority = match policy.annotation("priority") {
+                    None => 0,
+                    Some(p) => p
+                        .trim()
+                        .parse::<i64>()
+                        .map_err(|_| annotation_err(format!("`{id}`: `@priority` must be an integer")))?,
+                };
+                let transforms = Transform::parse_all(&policy).map_err(|e| annotation_err(format!("`{id}`: {e}")))?;
+                if decision == Decision::Modify && transforms.is_empty() {
+                    return Err(annotation_err(format!("`{id}`: a MODIFY policy needs a `@modify_*` transform")));
+                }
+                let min_confidence = match policy.annotation("min_confidence") {
+                    None => None,
+                    Some(c) => {
+                        Some(c.trim().parse::<f64>().ok().filter(|c| (0.0..=1.0).contains(c)).ok_or_else(|| {
+                            annotation_err(format!("`{id}`: `@min_confidence` must be a number in [0, 1]"))
+                        })?)
+                    }
+                };
+                let aligned_decision = match policy.annotation("aligned_decision") {
+                    None => Decision::StepUp,
+                    Some(d) => {
+                        Decision::parse(d).filter(|d| matches!(d, Decision::StepUp | Decision::Allow)).ok_or_else(
+                            || annotation_err(format!("`{id}`: `@aligned_decision` must be STEP_UP or ALLOW")),
+                        )?
+                    }
+                };
+                let approvers = policy
+                    .annotation("approvers")
+                    .map(|a| a.split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect())
+                    .unwrap_or_default();
+
                 let pid = PolicyId::new(id);
                 if meta.contains_key(&pid) {
                     return Err(annotation_err(format!("duplicate `@id(\"{id}\")`")));
                 }
+                let effect = policy.effect();
                 meta.insert(
                     pid.clone(),
-                    PolicyMeta { classification, reason: policy.annotation("reason").map(str::to_owned) },
+                    PolicyMeta {
+                        classification,
+                        reason: policy.annotation("reason").map(str::to_owned),
+                        decision,
+                        priority,
+                        approvers,
+                        transforms,
+                        min_confidence,
+                        aligned_decision,
+                    },
                 );
-                policies.add(policy.new_id(pid)).map_err(|e| annotation_err(format!("`{id}`: {e}")))?;
+                let set = if effect == Effect::Forbid { &mut forbids } else { &mut permits };
+                set.add(policy.new_id(pid)).map_err(|e| annotation_err(format!("`{id}`: {e}")))?;
             }
         }
         if meta.is_empty() {
@@ -301,13 +540,30 @@ impl PolicyPack {
             }
         }
 
+        let mut schemas = HashMap::new();
+        for (path, bytes) in files.iter().filter(|(p, _)| p.starts_with("schemas/") && p.ends_with(".json")) {
+            let manifest_err = |reason: String| PackError::Manifest { file: path.clone(), reason };
+            let name = path.trim_start_matches("schemas/").trim_end_matches(".json").to_owned();
+            let schema: Value = serde_json::from_slice(bytes).map_err(|e| manifest_err(e.to_string()))?;
+            let validator = jsonschema::validator_for(&schema).map_err(|e| manifest_err(e.to_string()))?;
+            let repair = match schema.get("x-arbiter-repair") {
+                None => Vec::new(),
+                Some(r) => parse_repair(r).map_err(manifest_err)?,
+            };
+            schemas.insert(name, ParamSchema { validator, repair });
+        }
+
         Ok(Self {
             identity: PackIdentity { pack: manifest.name, version: manifest.version, hash },
             description: manifest.description,
             default_posture: manifest.default_posture,
-            policies,
+            alignment: manifest.alignment,
+            risk: manifest.risk,
+            forbids,
+            permits,
             meta,
             detectors,
+            schemas,
         })
     }
 
@@ -330,6 +586,41 @@ impl PolicyPack {
     pub fn is_empty(&self) -> bool {
         self.meta.is_empty()
     }
+}
+
+/// `x-arbiter-repair`: `{"clamp": {"limit": [1, 1000]}, "drop": ["force"],
+/// "redact": ["token"], "replace": {"branch": "safe"}}`.
+fn parse_repair(r: &Value) -> Result<Vec<Transform>, String> {
+    let bad = || {
+        "`x-arbiter-repair` must be {clamp: {path: [min, max]}, drop: [path], redact: [path], replace: {path: string}}"
+            .to_owned()
+    };
+    let obj = r.as_object().ok_or_else(bad)?;
+    let mut out = Vec::new();
+    for (kind, spec) in obj {
+        match (kind.as_str(), spec) {
+            ("clamp", Value::Object(m)) => {
+                for (path, range) in m {
+                    let lo = range.get(0).and_then(Value::as_i64).ok_or_else(bad)?;
+                    let hi = range.get(1).and_then(Value::as_i64).ok_or_else(bad)?;
+                    out.push(Transform::Clamp(path.clone(), lo, hi));
+                }
+            }
+            ("drop" | "redact", Value::Array(paths)) => {
+                for p in paths {
+                    let p = p.as_str().ok_or_else(bad)?.to_owned();
+                    out.push(if kind == "drop" { Transform::Drop(p) } else { Transform::Redact(p) });
+                }
+            }
+            ("replace", Value::Object(m)) => {
+                for (path, v) in m {
+                    out.push(Transform::Replace(path.clone(), v.as_str().ok_or_else(bad)?.to_owned()));
+                }
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(out)
 }
 
 fn first_line(policy: &cedar_policy::Policy) -> String {
@@ -365,6 +656,31 @@ fn collect_dir(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Res
     Ok(())
 }
 
+/// Alignment facts the PDP weighs in AARM step 5, from the alignment module.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Scores {
+    /// Alignment of the action with the session's intent, in [0, 1]; `None`
+    /// while the session has stated no intent.
+    pub alignment: Option<f64>,
+    /// Confidence in that score, in [0, 1]; 0 when there is no score.
+    pub confidence: f64,
+    /// The session's drift away from its intent, in [0, 1].
+    pub drift: f64,
+}
+
+/// The scores a receipt records next to a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct RecordedScores {
+    /// Alignment with the intent, when known.
+    pub alignment: Option<f64>,
+    /// Confidence in the alignment.
+    pub confidence: f64,
+    /// Session drift.
+    pub drift: f64,
+    /// Session risk (see [`session_risk`]).
+    pub risk: f64,
+}
+
 /// The outcome of one policy evaluation, with everything a receipt needs to
 /// explain it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -375,7 +691,7 @@ pub struct PolicyOutcome {
     pub classification: Option<String>,
     /// Why, in words the agent can act on.
     pub reason: String,
-    /// Policies that produced the decision.
+    /// Policies (or built-in rules, `arbiter.*`) that produced the decision.
     pub policy_ids: Vec<String>,
     /// Detectors that matched.
     pub signals: Vec<String>,
@@ -385,8 +701,21 @@ pub struct PolicyOutcome {
     pub context_hash: String,
     /// Rewritten parameters for MODIFY.
     pub modified_parameters: Option<Map<String, Value>>,
+    /// Approver groups for STEP_UP.
+    pub approvers: Vec<String>,
+    /// Scores that went into the decision.
+    pub scores: RecordedScores,
     /// Set when evaluation failed and the decision was forced.
     pub fault: Option<Fault>,
+}
+
+/// What one evaluation found, before the AARM steps order it.
+struct Findings<'a> {
+    satisfied: Vec<(&'a PolicyId, &'a PolicyMeta)>,
+    /// Policies that read a context attribute not yet known, with the error.
+    unknown: Vec<(PolicyId, String)>,
+    /// Any other evaluation error.
+    hard: Vec<String>,
 }
 
 /// The policy decision point.
@@ -414,94 +743,275 @@ impl Pdp {
         self.default_posture
     }
 
-    /// Decide one action given what the session did so far. Deterministic:
-    /// the same action and session give the same outcome.
-    pub fn decide(&self, action: &CanonicalAction, session: &SessionSummary) -> PolicyOutcome {
+    /// Decide one action given what the session did so far and the alignment
+    /// scores, in AARM's order:
+    ///
+    /// 0. parameter validation against the pack's schema for the action;
+    /// 1. `forbidden` policies → DENY, whatever the context;
+    /// 2. compositional risk: `context_dependent_deny` policies, the private
+    ///    data + untrusted content + egress combination, the session risk cap
+    ///    → DENY;
+    /// 3. static baseline: the applicable policies of the highest `@priority`
+    ///    give ALLOW / DENY / MODIFY / STEP_UP / DEFER;
+    /// 4. uncertainty → DEFER: a policy read a context attribute not yet
+    ///    known, the baseline policies disagree, or the alignment confidence
+    ///    is below a threshold;
+    /// 5. alignment overrides (when the pack sets τ): an allowed but
+    ///    misaligned action → DENY; a `context_dependent_allow` denial of an
+    ///    aligned action → STEP_UP (or ALLOW); drift past the alert → STEP_UP;
+    /// 6. nothing applied → the default posture.
+    ///
+    /// Deterministic: the same action, session and scores give the same
+    /// outcome. Never fails: an evaluation error is a DENY with a fault.
+    pub fn decide(&self, action: &CanonicalAction, session: &SessionSummary, scores: &Scores) -> PolicyOutcome {
+        let pack = &self.pack;
         let (signals, data_classes) = self.detect(action);
-        let context = cedar_context(action, session, &signals, &data_classes);
-        let context_hash = match serde_jcs::to_vec(&context) {
-            Ok(bytes) => format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
-            Err(e) => return self.fault(signals, data_classes, String::new(), format!("cannot hash context: {e}")),
-        };
-        let request = match self.request(action, &context) {
-            Ok(r) => r,
-            Err(message) => return self.fault(signals, data_classes, context_hash, message),
-        };
-        let (request, entities) = request;
-        let response = self.authorizer.is_authorized(&request, &self.pack.policies, &entities);
-        let errors: Vec<String> = response.diagnostics().errors().map(|e| e.to_string()).collect();
-        if !errors.is_empty() {
-            return self.fault(signals, data_classes, context_hash, errors.join("; "));
-        }
-        let mut ids: Vec<PolicyId> = response.diagnostics().reason().cloned().collect();
-        ids.sort();
-        let outcome = |decision, classification, reason, policy_ids| PolicyOutcome {
-            decision,
-            classification,
-            reason,
-            policy_ids,
-            signals: signals.clone(),
-            data_classes: data_classes.clone(),
-            context_hash: context_hash.clone(),
-            modified_parameters: None,
-            fault: None,
-        };
-        if ids.is_empty() {
-            return match self.default_posture {
-                Posture::Allow => outcome(
-                    Decision::Allow,
-                    None,
-                    "no policy matched; default posture is ALLOW".to_owned(),
-                    vec![DEFAULT_POLICY_ID.to_owned()],
-                ),
-                Posture::Deny => outcome(
-                    Decision::Deny,
-                    None,
-                    "no policy matched; default posture is DENY".to_owned(),
-                    vec![DEFAULT_POLICY_ID.to_owned()],
-                ),
-            };
-        }
-        let decision = match response.decision() {
-            CedarDecision::Allow => Decision::Allow,
-            CedarDecision::Deny => Decision::Deny,
-        };
-        // A forbidden-class policy outranks any other reason text.
-        let metas: Vec<(&PolicyId, Option<&PolicyMeta>)> = ids.iter().map(|id| (id, self.pack.meta.get(id))).collect();
-        let lead = metas
-            .iter()
-            .find(|(_, m)| m.and_then(|m| m.classification.as_deref()) == Some("forbidden"))
-            .or_else(|| metas.first());
-        let classification = lead.and_then(|(_, m)| m.and_then(|m| m.classification.clone()));
-        let reasons: Vec<String> = metas
-            .iter()
-            .map(|(id, m)| m.and_then(|m| m.reason.clone()).unwrap_or_else(|| format!("matched policy `{id}`")))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let verb = if decision == Decision::Deny { "denied" } else { "allowed" };
-        let reason = format!("{verb} by policy: {}", reasons.join("; "));
-        outcome(decision, classification, reason, ids.iter().map(ToString::to_string).collect())
-    }
-
-    fn fault(
-        &self,
-        signals: Vec<String>,
-        data_classes: Vec<String>,
-        context_hash: String,
-        message: String,
-    ) -> PolicyOutcome {
-        PolicyOutcome {
+        let risk = session_risk(session, &pack.risk.private_classes);
+        let context = cedar_context(action, session, &signals, &data_classes, scores, risk);
+        let mut out = PolicyOutcome {
             decision: Decision::Deny,
             classification: None,
-            reason: format!("policy evaluation failed, denied to fail closed: {message}"),
+            reason: String::new(),
             policy_ids: Vec::new(),
             signals,
             data_classes,
-            context_hash,
+            context_hash: String::new(),
             modified_parameters: None,
-            fault: Some(Fault::new(FaultComponent::Policy, FaultKind::Evaluation, message)),
+            approvers: Vec::new(),
+            scores: RecordedScores {
+                alignment: scores.alignment,
+                confidence: scores.confidence,
+                drift: scores.drift,
+                risk,
+            },
+            fault: None,
+        };
+        match serde_jcs::to_vec(&context) {
+            Ok(bytes) => out.context_hash = format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+            Err(e) => return fail(out, format!("cannot hash context: {e}")),
         }
+
+        // 0. Parameters against the pack's schema.
+        let name = action.action_name();
+        let mut repaired = None;
+        if let Some(schema) = pack.schemas.get(&name) {
+            let params = Value::Object(action.parameters.clone());
+            if let Some(error) = schema.validator.iter_errors(&params).next() {
+                let message = format!("{error} at `{}`", error.instance_path);
+                let mut fixed = action.parameters.clone();
+                schema.repair.iter().for_each(|t| t.apply(&mut fixed));
+                if schema.repair.is_empty() || !schema.validator.is_valid(&Value::Object(fixed.clone())) {
+                    return set(
+                        out,
+                        Decision::Deny,
+                        None,
+                        format!("parameters rejected by the pack's schema for `{name}`: {message}"),
+                        vec![format!("arbiter.validation.{name}")],
+                    );
+                }
+                repaired = Some((fixed, message));
+            }
+        }
+
+        let findings = match self.evaluate(action, &context) {
+            Ok(f) => f,
+            Err(message) => return fail(out, message),
+        };
+        let of_class = |c: &str| -> Vec<(&PolicyId, &PolicyMeta)> {
+            findings.satisfied.iter().filter(|(_, m)| m.classification.as_deref() == Some(c)).copied().collect()
+        };
+
+        // 1. Forbidden, whatever the context.
+        let forbidden = of_class("forbidden");
+        if !forbidden.is_empty() {
+            return set_from(out, Decision::Deny, "forbidden", &forbidden);
+        }
+        if !findings.hard.is_empty() {
+            return fail(out, findings.hard.join("; "));
+        }
+
+        // 2. Compositional risk.
+        let composed = of_class("context_dependent_deny");
+        if !composed.is_empty() {
+            return set_from(out, Decision::Deny, "context_dependent_deny", &composed);
+        }
+        let private = |c: &String| pack.risk.private_classes.contains(c);
+        let egress = action.operation == "egress" || out.signals.iter().any(|s| pack.risk.egress_signals.contains(s));
+        if pack.risk.trifecta
+            && egress
+            && session.untrusted_input
+            && (session.data_classes.iter().any(private) || out.data_classes.iter().any(private))
+        {
+            let reason = "external egress after this session took in untrusted content and touched private data \
+                          (private data + untrusted content + egress)";
+            return set_class(out, Decision::Deny, "context_dependent_deny", reason, "arbiter.risk.trifecta");
+        }
+        if let Some(max) = pack.risk.max_score
+            && risk >= max
+        {
+            let reason = format!("session risk {risk:.2} is at or above the pack's limit {max:.2}");
+            return set_class(out, Decision::Deny, "context_dependent_deny", &reason, "arbiter.risk.score");
+        }
+
+        // 3. Static baseline: the applicable policies of the highest priority.
+        let rest: Vec<(&PolicyId, &PolicyMeta)> = findings
+            .satisfied
+            .iter()
+            .filter(|(_, m)| !matches!(m.classification.as_deref(), Some("forbidden" | "context_dependent_deny")))
+            .copied()
+            .collect();
+        let top = rest.iter().map(|(_, m)| m.priority).max();
+        let at_top: Vec<(&PolicyId, &PolicyMeta)> =
+            rest.iter().filter(|(_, m)| Some(m.priority) == top).copied().collect();
+
+        // 4. Uncertainty. (a) A policy that could change this outcome read
+        // something not yet known.
+        let relevant: Vec<&(PolicyId, String)> = findings
+            .unknown
+            .iter()
+            .filter(|(id, _)| {
+                pack.meta.get(id).is_some_and(|m| {
+                    matches!(m.classification.as_deref(), Some("forbidden" | "context_dependent_deny"))
+                        || top.is_none_or(|t| m.priority >= t)
+                })
+            })
+            .collect();
+        if !relevant.is_empty() {
+            let what: Vec<String> = relevant.iter().map(|(id, e)| format!("`{id}`: {e}")).collect();
+            let reason = format!("context needed by policy is not known yet ({})", what.join("; "));
+            out.policy_ids = relevant.iter().map(|(id, _)| id.to_string()).collect();
+            return set(out.clone(), Decision::Defer, Some("context_dependent_defer"), reason, out.policy_ids);
+        }
+        // (b) Applicable policies of the same priority disagree.
+        let decisions: BTreeSet<&'static str> = at_top.iter().map(|(_, m)| m.decision.as_str()).collect();
+        if decisions.len() > 1 {
+            let who: Vec<String> =
+                at_top.iter().map(|(id, m)| format!("`{id}` says {}", m.decision.as_str())).collect();
+            let reason = format!("policies of the same priority disagree: {}", who.join(", "));
+            let ids = at_top.iter().map(|(id, _)| id.to_string()).collect();
+            return set(out, Decision::Defer, Some("context_dependent_defer"), reason, ids);
+        }
+        // (c) Confidence below a threshold.
+        let dependent =
+            at_top.iter().any(|(_, m)| m.classification.as_deref().is_some_and(|c| c.starts_with("context_dependent")));
+        let needed = at_top
+            .iter()
+            .filter_map(|(_, m)| m.min_confidence)
+            .chain(dependent.then_some(pack.alignment.min_confidence))
+            .fold(0.0_f64, f64::max);
+        if needed > 0.0 && scores.confidence < needed {
+            let reason = format!("alignment confidence {:.2} is below the required {needed:.2}", scores.confidence);
+            let ids = at_top.iter().map(|(id, _)| id.to_string()).collect();
+            return set(out, Decision::Defer, Some("context_dependent_defer"), reason, ids);
+        }
+
+        // 6 (early). Nothing applied: the default posture, or the repair.
+        let Some(&(_, lead)) = at_top.first() else {
+            if let Some((fixed, message)) = repaired {
+                out.modified_parameters = Some(fixed);
+                let reason = format!("parameters repaired to fit the pack's schema for `{name}` ({message})");
+                return set(out, Decision::Modify, None, reason, vec![format!("arbiter.validation.{name}")]);
+            }
+            let (decision, word) = match self.default_posture {
+                Posture::Allow => (Decision::Allow, "ALLOW"),
+                Posture::Deny => (Decision::Deny, "DENY"),
+            };
+            let reason = format!("no policy matched; default posture is {word}");
+            return set(out, decision, None, reason, vec![DEFAULT_POLICY_ID.to_owned()]);
+        };
+        let baseline = lead.decision;
+        let lead_class = at_top.iter().find_map(|(_, m)| m.classification.clone());
+        out = set_from(out, baseline, lead_class.as_deref().unwrap_or(""), &at_top);
+        if lead_class.is_none() {
+            out.classification = None;
+        }
+
+        // 5. Alignment overrides.
+        if let (Some(tau), Some(score)) = (pack.alignment.tau, scores.alignment) {
+            if baseline.proceeds() && score < tau {
+                let reason = format!(
+                    "the action does not align with the session's stated intent (alignment {score:.2} < {tau:.2})"
+                );
+                return set_class(
+                    out,
+                    Decision::Deny,
+                    "context_dependent_deny",
+                    &reason,
+                    "arbiter.alignment.misaligned",
+                );
+            }
+            let confirming = at_top.iter().find(|(_, m)| {
+                m.classification.as_deref() == Some("context_dependent_allow") && !m.decision.proceeds()
+            });
+            if let Some((id, m)) = confirming
+                && score >= tau
+            {
+                let reason = format!(
+                    "{} — the session's intent confirms it (alignment {score:.2} ≥ {tau:.2})",
+                    m.reason.clone().unwrap_or_else(|| format!("policy `{id}`"))
+                );
+                out.approvers = m.approvers.clone();
+                return set(out.clone(), m.aligned_decision, Some("context_dependent_allow"), reason, out.policy_ids);
+            }
+        }
+        if let Some(alert) = pack.alignment.drift_alert
+            && baseline.proceeds()
+            && scores.drift >= alert
+        {
+            let reason = format!(
+                "the session has drifted from its stated intent (drift {:.2} ≥ {alert:.2}); a human must approve",
+                scores.drift
+            );
+            return set_class(out, Decision::StepUp, "context_dependent_allow", &reason, "arbiter.alignment.drift");
+        }
+
+        // MODIFY: every transform of the deciding policies, in id order, on
+        // top of a schema repair if there was one.
+        let mut params = repaired.as_ref().map_or_else(|| action.parameters.clone(), |(p, _)| p.clone());
+        if baseline == Decision::Modify {
+            at_top.iter().flat_map(|(_, m)| &m.transforms).for_each(|t| t.apply(&mut params));
+            out.modified_parameters = Some(params);
+        } else if let (Some((fixed, message)), true) = (repaired, baseline == Decision::Allow) {
+            out.decision = Decision::Modify;
+            out.modified_parameters = Some(fixed);
+            out.reason = format!("{}; parameters repaired to fit the pack's schema ({message})", out.reason);
+            out.policy_ids.push(format!("arbiter.validation.{name}"));
+        }
+        if out.decision == Decision::StepUp {
+            out.approvers = at_top
+                .iter()
+                .flat_map(|(_, m)| m.approvers.iter().cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+        }
+        out
+    }
+
+    /// Evaluate forbids and permits separately and sort out the errors.
+    fn evaluate(&self, action: &CanonicalAction, context: &Value) -> Result<Findings<'_>, String> {
+        let (request, entities) = self.request(action, context)?;
+        let mut findings = Findings { satisfied: Vec::new(), unknown: Vec::new(), hard: Vec::new() };
+        for set in [&self.pack.forbids, &self.pack.permits] {
+            let response = self.authorizer.is_authorized(&request, set, &entities);
+            for id in response.diagnostics().reason() {
+                if let Some((id, meta)) = self.pack.meta.get_key_value(id) {
+                    findings.satisfied.push((id, meta));
+                }
+            }
+            for error in response.diagnostics().errors() {
+                let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = error;
+                match e.inner() {
+                    EvaluationError::RecordAttrDoesNotExist(_) | EvaluationError::EntityAttrDoesNotExist(_) => {
+                        findings.unknown.push((e.policy_id().clone(), e.inner().to_string()));
+                    }
+                    _ => findings.hard.push(e.to_string()),
+                }
+            }
+        }
+        findings.satisfied.sort_by(|a, b| a.0.cmp(b.0));
+        findings.unknown.sort();
+        Ok(findings)
     }
 
     /// Run every applicable detector over the action.
@@ -590,6 +1100,57 @@ impl Pdp {
     }
 }
 
+/// Fill in the decision of `out`.
+fn set(
+    mut out: PolicyOutcome,
+    decision: Decision,
+    class: Option<&str>,
+    reason: String,
+    ids: Vec<String>,
+) -> PolicyOutcome {
+    out.decision = decision;
+    out.classification = class.map(str::to_owned);
+    out.reason = reason;
+    out.policy_ids = ids;
+    out
+}
+
+/// A decision by one built-in rule.
+fn set_class(out: PolicyOutcome, decision: Decision, class: &str, reason: &str, id: &str) -> PolicyOutcome {
+    set(out, decision, Some(class), reason.to_owned(), vec![id.to_owned()])
+}
+
+/// A decision by pack policies: their ids and `@reason`s.
+fn set_from(
+    out: PolicyOutcome,
+    decision: Decision,
+    class: &str,
+    policies: &[(&PolicyId, &PolicyMeta)],
+) -> PolicyOutcome {
+    let reasons: BTreeSet<String> =
+        policies.iter().map(|(id, m)| m.reason.clone().unwrap_or_else(|| format!("matched policy `{id}`"))).collect();
+    let verb = match decision {
+        Decision::Deny => "denied by policy",
+        Decision::Allow => "allowed by policy",
+        Decision::Modify => "modified by policy",
+        Decision::StepUp => "needs approval by policy",
+        Decision::Defer => "deferred by policy",
+    };
+    let reason = format!("{verb}: {}", reasons.into_iter().collect::<Vec<_>>().join("; "));
+    let ids = policies.iter().map(|(id, _)| id.to_string()).collect();
+    set(out, decision, (!class.is_empty()).then_some(class), reason, ids)
+}
+
+/// Evaluation failed: DENY, fail closed, with the fault.
+fn fail(mut out: PolicyOutcome, message: String) -> PolicyOutcome {
+    out.decision = Decision::Deny;
+    out.classification = None;
+    out.reason = format!("policy evaluation failed, denied to fail closed: {message}");
+    out.policy_ids = Vec::new();
+    out.fault = Some(Fault::new(FaultComponent::Policy, FaultKind::Evaluation, message));
+    out
+}
+
 /// A JSON value (already passed through [`cedar_safe`]) as a Cedar value;
 /// `None` for null.
 fn restricted(v: &Value, depth: usize) -> Result<Option<RestrictedExpression>, String> {
@@ -647,13 +1208,21 @@ fn any_string(v: &Value, depth: usize, f: &mut dyn FnMut(&str) -> bool) -> bool 
 }
 
 /// Build the Cedar context (see docs/policy-guide.md for the model).
+/// Attributes that are not known yet are absent, not defaulted: a policy
+/// that reads one gets Cedar's missing-attribute error, which is AARM's
+/// first DEFER trigger. `alignment` is absent until the session states an
+/// intent; `evidence` holds facts gathered for deferred actions.
 fn cedar_context(
     action: &CanonicalAction,
     session: &SessionSummary,
     signals: &[String],
     data_classes: &[String],
+    scores: &Scores,
+    risk: f64,
 ) -> Value {
-    json!({
+    let permille = |x: f64| (x.clamp(0.0, 1.0) * 1000.0).round() as i64;
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let mut context = json!({
         "tool": action.tool,
         "operation": action.operation,
         "original_tool": action.original_tool,
@@ -664,15 +1233,24 @@ fn cedar_context(
         "parameters": cedar_safe(&Value::Object(action.parameters.clone()), 0).unwrap_or_else(|| json!({})),
         "signals": signals,
         "data_classes": data_classes,
+        "risk": permille(risk),
+        "evidence": {},
         "session": {
-            "actions": i64::try_from(session.actions).unwrap_or(i64::MAX),
-            "denied": i64::try_from(session.denied).unwrap_or(i64::MAX),
-            "intents": i64::try_from(session.intents).unwrap_or(i64::MAX),
-            "egress": i64::try_from(session.egress).unwrap_or(i64::MAX),
+            "actions": count(session.actions),
+            "denied": count(session.denied),
+            "intents": count(session.intents),
+            "egress": count(session.egress),
             "data_classes": session.data_classes,
             "untrusted_input": session.untrusted_input,
         },
-    })
+    });
+    if let (Some(score), Value::Object(map)) = (scores.alignment, &mut context) {
+        map.insert(
+            "alignment".to_owned(),
+            json!({"score": permille(score), "confidence": permille(scores.confidence), "drift": permille(scores.drift)}),
+        );
+    }
+    context
 }
 
 /// Normalise arbitrary JSON into what the Cedar context holds (and what the
