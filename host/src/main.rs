@@ -52,6 +52,11 @@ enum Command {
         #[arg(long)]
         require_complete: bool,
     },
+    /// Work with policy packs.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Generate an Ed25519 receipt signing key (PKCS#8 PEM, mode 0600) and
     /// print its public key as `/v1/keys` serves it. By default the key goes
     /// where `serve` looks for it, so it is used from the next start.
@@ -63,6 +68,22 @@ enum Command {
         /// Data directory [default: ./arbiter-data].
         #[arg(long, env = "ARBITER_DATA_DIR", default_value = "./arbiter-data")]
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Load a pack as `serve` would: parse, check annotations and detectors,
+    /// and validate every policy against the pack's Cedar schema.
+    Validate {
+        /// The pack directory.
+        dir: PathBuf,
+    },
+    /// Run the pack's test cases (`tests/*.json`) through the real decision
+    /// point and print a pass/fail table; exits 1 on any failure.
+    Test {
+        /// The pack directory.
+        dir: PathBuf,
     },
 }
 
@@ -98,6 +119,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Policy { command } => policy(command),
         Command::Verify { receipts, keys, require_complete } => match verify(&receipts, &keys, require_complete) {
             Ok(msg) => {
                 println!("{msg}");
@@ -120,6 +142,53 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("keygen failed: {e}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn policy(command: PolicyCommand) -> ExitCode {
+    use arbiter::policy::{Pdp, PolicyPack, testing};
+    let dir = match &command {
+        PolicyCommand::Validate { dir } | PolicyCommand::Test { dir } => dir,
+    };
+    let pack = match PolicyPack::load(dir) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match command {
+        PolicyCommand::Validate { .. } => {
+            let id = pack.identity();
+            for w in pack.warnings() {
+                println!("warning: {w}");
+            }
+            let schema = if pack.has_schema() {
+                "validated against its Cedar schema"
+            } else {
+                "no Cedar schema (not type-checked)"
+            };
+            println!("ok: pack `{}` {} ({}): {} policies, {schema}", id.pack, id.version, id.hash, pack.len());
+            ExitCode::SUCCESS
+        }
+        PolicyCommand::Test { .. } => {
+            let files = pack.files().to_vec();
+            let pdp = Pdp::new(pack, None);
+            match testing::run(&pdp, &files, None) {
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+                Ok(results) if results.is_empty() => {
+                    eprintln!("{}: no test cases under tests/", dir.display());
+                    ExitCode::FAILURE
+                }
+                Ok(results) => {
+                    print!("{}", testing::table(&results));
+                    if results.iter().all(|r| r.passed) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
                 }
             }
         }

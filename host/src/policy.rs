@@ -339,6 +339,35 @@ pub struct PolicyPack {
     detectors: Vec<Detector>,
     /// Parameter schemas by `tool.operation` (`schemas/<tool>.<operation>.json`).
     schemas: HashMap<String, ParamSchema>,
+    /// Cedar validator warnings (the policies loaded; these are advice).
+    warnings: Vec<String>,
+    has_schema: bool,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+/// The pack's Cedar schema file.
+pub const SCHEMA_FILE: &str = "schema.cedarschema";
+
+/// Validate every policy against the pack's Cedar schema in strict mode.
+/// Errors refuse the pack; warnings are returned.
+fn validate_against_schema(src: &str, sets: &[&PolicySet]) -> Result<Vec<String>, PackError> {
+    let err = |reason: String| PackError::Cedar { file: SCHEMA_FILE.to_owned(), reason };
+    let (schema, schema_warnings) =
+        cedar_policy::Schema::from_cedarschema_str(src).map_err(|e| err(format!("{e:?}")))?;
+    let mut warnings: Vec<String> = schema_warnings.map(|w| w.to_string()).collect();
+    let validator = cedar_policy::Validator::new(schema);
+    for set in sets {
+        let result = validator.validate(set, cedar_policy::ValidationMode::Strict);
+        let errors: Vec<String> = result.validation_errors().map(|e| e.to_string()).collect();
+        if !errors.is_empty() {
+            return Err(PackError::Annotation {
+                file: SCHEMA_FILE.to_owned(),
+                reason: format!("policies do not validate against the schema: {}", errors.join("; ")),
+            });
+        }
+        warnings.extend(result.validation_warnings().map(|w| w.to_string()));
+    }
+    Ok(warnings)
 }
 
 /// A parameter schema and how the pack repairs a violation, if it does.
@@ -500,6 +529,10 @@ impl PolicyPack {
                 set.add(policy.new_id(pid)).map_err(|e| annotation_err(format!("`{id}`: {e}")))?;
             }
         }
+        let mut warnings = Vec::new();
+        if let Some((_, bytes)) = files.iter().find(|(p, _)| p == SCHEMA_FILE) {
+            warnings = validate_against_schema(&text(SCHEMA_FILE, bytes)?, &[&forbids, &permits])?;
+        }
         if meta.is_empty() {
             return Err(PackError::Manifest {
                 file: "*.cedar".to_owned(),
@@ -564,6 +597,9 @@ impl PolicyPack {
             meta,
             detectors,
             schemas,
+            warnings,
+            has_schema: files.iter().any(|(p, _)| p == SCHEMA_FILE),
+            files,
         })
     }
 
@@ -575,6 +611,21 @@ impl PolicyPack {
     /// The pack's description.
     pub fn description(&self) -> &str {
         &self.description
+    }
+
+    /// The pack's files, as loaded (`tests/*.json` among them).
+    pub fn files(&self) -> &[(String, Vec<u8>)] {
+        &self.files
+    }
+
+    /// Cedar validator warnings from loading (empty without a schema).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Whether the pack has a Cedar schema (and so was validated).
+    pub fn has_schema(&self) -> bool {
+        self.has_schema
     }
 
     /// Number of policies.
@@ -1279,6 +1330,8 @@ fn cedar_safe(v: &Value, depth: usize) -> Option<Value> {
         }
     })
 }
+
+pub mod testing;
 
 #[cfg(test)]
 mod tests;

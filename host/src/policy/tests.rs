@@ -5,39 +5,6 @@
 use super::*;
 use crate::model::{AssertedBy, RequesterContext};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    name: String,
-    action: Value,
-    #[serde(default)]
-    session: Option<SessionState>,
-    expect: Expect,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SessionState {
-    #[serde(default)]
-    data_classes: Vec<String>,
-    #[serde(default)]
-    untrusted_input: bool,
-    #[serde(default)]
-    actions: u64,
-    #[serde(default)]
-    egress: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Expect {
-    decision: Decision,
-    #[serde(default)]
-    policy_ids: Option<Vec<String>>,
-    #[serde(default)]
-    classification: Option<String>,
-}
-
 fn action_from(v: &Value) -> CanonicalAction {
     let rc = v.get("requester_context").cloned().unwrap_or(json!({"session": "test"}));
     CanonicalAction {
@@ -67,46 +34,52 @@ fn action_from(v: &Value) -> CanonicalAction {
 #[test]
 // Every case in policies/baseline/tests decides as it expects.
 fn bundled_pack_cases_hold() {
-    let pdp = Pdp::new(PolicyPack::bundled().unwrap(), None);
-    let mut files = Vec::new();
-    collect_embedded(&BASELINE, &mut files);
-    let mut failures = Vec::new();
-    let mut count = 0;
-    for (path, bytes) in files.iter().filter(|(p, _)| p.starts_with("tests/") && p.ends_with(".json")) {
-        let cases: Vec<Case> = match serde_json::from_slice::<Value>(bytes).unwrap() {
-            Value::Array(_) => serde_json::from_slice(bytes).unwrap(),
-            _ => vec![serde_json::from_slice(bytes).unwrap()],
-        };
-        for case in cases {
-            count += 1;
-            let action = action_from(&case.action);
-            let mut session = SessionSummary::new(&action.requester_context.session);
-            if let Some(s) = &case.session {
-                session.data_classes = s.data_classes.iter().cloned().collect();
-                session.untrusted_input = s.untrusted_input;
-                session.actions = s.actions;
-                session.egress = s.egress;
-            }
-            let out = pdp.decide(&action, &session, &Scores::default());
-            let mut ok = out.decision == case.expect.decision && out.fault.is_none();
-            if let Some(ids) = &case.expect.policy_ids {
-                let mut want = ids.clone();
-                want.sort();
-                ok &= out.policy_ids == want;
-            }
-            if let Some(c) = &case.expect.classification {
-                ok &= out.classification.as_deref() == Some(c.as_str());
-            }
-            if !ok {
-                failures.push(format!(
-                    "{path}: {}: got {:?} {:?} ({}) signals={:?}",
-                    case.name, out.decision, out.policy_ids, out.reason, out.signals
-                ));
-            }
-        }
-    }
-    assert!(count >= 10, "too few cases: {count}");
-    assert!(failures.is_empty(), "{} of {count} cases failed:\n{}", failures.len(), failures.join("\n"));
+    let pack = PolicyPack::bundled().unwrap();
+    assert!(pack.has_schema(), "the bundled pack must carry a Cedar schema");
+    let files = pack.files().to_vec();
+    let pdp = Pdp::new(pack, None);
+    let results = testing::run(&pdp, &files, None).unwrap();
+    assert!(results.len() >= 10, "too few cases: {}", results.len());
+    assert!(results.iter().all(|r| r.passed), "{}", testing::table(&results));
+}
+
+#[test]
+// A wrong expectation fails, and the table says which case and why.
+fn a_wrong_expectation_fails_with_a_readable_table() {
+    let pack = PolicyPack::bundled().unwrap();
+    let pdp = Pdp::new(pack, None);
+    let case = br#"{"name": "ls is wrongly expected to be denied",
+        "action": {"tool": "shell", "operation": "exec", "parameters": {"command": "ls"}},
+        "expect": {"decision": "DENY"}}"#;
+    let results = testing::run(&pdp, &[("tests/wrong.json".to_owned(), case.to_vec())], None).unwrap();
+    assert_eq!(results.len(), 1);
+    assert!(!results[0].passed);
+    let table = testing::table(&results);
+    assert!(
+        table.contains("FAIL") && table.contains("ls is wrongly expected") && table.contains("0 passed, 1 failed"),
+        "{table}"
+    );
+}
+
+#[test]
+// A policy that reads an attribute the schema does not declare is refused at load.
+fn policies_are_validated_against_the_pack_schema() {
+    let schema = "entity Agent; entity Tool; type Ctx = { tool: String };
+        action \"shell.exec\" appliesTo { principal: Agent, resource: Tool, context: Ctx };";
+    let files = |cedar: &str| {
+        vec![
+            ("pack.toml".to_owned(), b"name = \"t\"\nversion = \"1.0.0\"\n".to_vec()),
+            ("p.cedar".to_owned(), cedar.as_bytes().to_vec()),
+            (SCHEMA_FILE.to_owned(), schema.as_bytes().to_vec()),
+        ]
+    };
+    let ok =
+        "@id(\"a\") forbid(principal, action == Action::\"shell.exec\", resource) when { context.tool == \"shell\" };";
+    assert!(PolicyPack::from_files(files(ok)).is_ok());
+    let typo =
+        "@id(\"a\") forbid(principal, action == Action::\"shell.exec\", resource) when { context.tol == \"shell\" };";
+    let err = PolicyPack::from_files(files(typo)).unwrap_err().to_string();
+    assert!(err.contains("schema"), "{err}");
 }
 
 fn pack(cedar: &str) -> Result<PolicyPack, PackError> {
