@@ -61,6 +61,8 @@ pub struct Config {
     pub plugins: PluginLimits,
     /// Receipt store settings.
     pub store: StoreConfig,
+    /// How actions are scored against the session's intent.
+    pub alignment: AlignmentProviderConfig,
     /// Integrations by name (the `{integration}` of `/v1/hooks/{integration}`).
     /// Default = `claude-code` served by the bundled `claude-code` plugin.
     pub integrations: BTreeMap<String, IntegrationConfig>,
@@ -82,6 +84,7 @@ impl Default for Config {
             ingress: IngressConfig::default(),
             plugins: PluginLimits::default(),
             store: StoreConfig::default(),
+            alignment: AlignmentProviderConfig::default(),
             integrations,
         }
     }
@@ -158,6 +161,38 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self { max_batch: 512 }
     }
+}
+
+/// The embedding behind intent alignment (AARM R7).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlignmentProviderConfig {
+    /// `builtin` (default: an in-process hashed n-gram embedding, nothing
+    /// downloaded) or `http` (an OpenAI-compatible `/v1/embeddings` service).
+    pub provider: AlignmentProvider,
+    /// Base URL of the embedding service (`http` only).
+    pub url: Option<String>,
+    /// Model name sent to the service (`http` only).
+    pub model: Option<String>,
+    /// Vector length the model returns (`http` only).
+    pub dimensions: Option<usize>,
+    /// File holding the service's API key (`http` only; never logged).
+    pub api_key_file: Option<PathBuf>,
+    /// Per-call timeout in milliseconds (`http` only). Default = 200: the
+    /// call sits on the decision path; a slower answer leaves the score
+    /// unknown, and policies that need it defer.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Which embedding provider to use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlignmentProvider {
+    /// The built-in hashed n-gram embedding.
+    #[default]
+    Builtin,
+    /// An OpenAI-compatible HTTP service.
+    Http,
 }
 
 /// One integration: which plugin serves it and the settings it may read.

@@ -142,6 +142,14 @@ pub struct SessionSummary {
     pub untrusted_input: bool,
     /// Whether the vendor reported the session's end.
     pub ended: bool,
+    /// Drift from the latest intent in [0, 1]: the moving average of the
+    /// misalignment of the actions scored since that intent (see
+    /// `alignment::fold_drift`). A new intent starts it afresh.
+    #[serde(default)]
+    pub drift: f64,
+    /// Actions scored against the latest intent.
+    #[serde(default)]
+    pub scored_actions: u64,
     /// First entry time.
     pub started_at: Option<String>,
     /// Last entry time.
@@ -157,7 +165,8 @@ impl SessionSummary {
     /// Fold one entry into the summary.
     ///
     /// Reads: intent `data.text`; action `data.decision`, `data.tool`,
-    /// `data.operation`, `data.data_classes`; observation `data.tool`.
+    /// `data.operation`, `data.data_classes`, `data.alignment`; observation
+    /// `data.tool`.
     pub fn apply(&mut self, entry: &Entry) {
         self.entries = entry.seq + 1;
         self.head_hash = entry.hash.clone();
@@ -175,9 +184,16 @@ impl SessionSummary {
                     self.original_intent = Some(text.clone());
                 }
                 self.latest_intent = Some(text);
+                self.drift = 0.0;
+                self.scored_actions = 0;
             }
             EntryKind::Action => {
                 self.actions += 1;
+                if let Some(score) = d.get("alignment").and_then(Value::as_f64) {
+                    let previous = (self.scored_actions > 0).then_some(self.drift);
+                    self.drift = crate::alignment::fold_drift(previous, score);
+                    self.scored_actions += 1;
+                }
                 let proceeds = Decision::parse(s("decision")).is_some_and(Decision::proceeds);
                 if !proceeds {
                     self.denied += 1;

@@ -11,6 +11,7 @@
 
 #![deny(missing_docs)]
 
+pub mod alignment;
 pub mod api;
 pub mod config;
 pub mod context;
@@ -93,8 +94,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    let embedder = pipeline::embedder(&config.alignment)?;
+    tracing::info!(provider = embedder.name(), "alignment scoring");
     let pipeline =
-        Arc::new(pipeline::Pipeline::new(plugins, pdp, store, pipeline::integrations(&config.integrations))?);
+        Arc::new(pipeline::Pipeline::new(plugins, pdp, store, pipeline::integrations(&config.integrations), embedder)?);
     let state = api::AppState {
         pipeline,
         ingress_token: Arc::new(ingress_token),

@@ -177,7 +177,9 @@ fn policy(command: PolicyCommand) -> ExitCode {
         PolicyCommand::Test { .. } => {
             let files = pack.files().to_vec();
             let pdp = Pdp::new(pack, None);
-            match testing::run(&pdp, &files, None) {
+            // Actions after an `intent` event are scored with the built-in
+            // embedding, as `serve` scores them by default.
+            match testing::run(&pdp, &files, Some(&arbiter::pipeline::builtin_scores)) {
                 Err(e) => {
                     eprintln!("{e}");
                     ExitCode::FAILURE

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::context::{EntryDraft, EntryKind};
+use crate::alignment::{self, EmbeddingProvider};
+use crate::context::{EntryDraft, EntryKind, SessionSummary};
 use crate::model::{
     AssertedBy, CanonicalAction, Decision, Fault, FaultComponent, FaultKind, RequesterContext, now_rfc3339,
 };
@@ -101,6 +102,7 @@ pub struct Pipeline {
     store: Store,
     integrations: HashMap<String, Integration>,
     action_schema: jsonschema::Validator,
+    embedder: Arc<dyn EmbeddingProvider>,
 }
 
 impl Pipeline {
@@ -110,10 +112,11 @@ impl Pipeline {
         pdp: Arc<Pdp>,
         store: Store,
         integrations: HashMap<String, Integration>,
+        embedder: Arc<dyn EmbeddingProvider>,
     ) -> anyhow::Result<Self> {
         let schema: Value = serde_json::from_str(ACTION_SCHEMA)?;
         let action_schema = jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("action schema: {e}"))?;
-        Ok(Self { plugins, pdp, store, integrations, action_schema })
+        Ok(Self { plugins, pdp, store, integrations, action_schema, embedder })
     }
 
     /// The store (for the review API).
@@ -180,7 +183,7 @@ impl Pipeline {
             let receipt_id = uuid::Uuid::now_v7().to_string();
             let outcome = match (&action, &summary, &context_fault) {
                 (Err(fault), _, _) | (_, Err(fault), _) | (_, _, Some(fault)) => fault_outcome(fault.clone()),
-                (Ok(a), Ok(s), None) => self.pdp.decide(a, s, &Scores::default()),
+                (Ok(a), Ok(s), None) => self.pdp.decide(a, s, &self.scores(s, a).await),
             };
             let action = action.unwrap_or_else(|_| placeholder_action(integration, &request, Some(&requester)));
             decided.push(Decided { action, outcome, receipt_id });
@@ -301,7 +304,7 @@ impl Pipeline {
             serde_json::from_value(body.clone()).map_err(|e| PipelineError::InvalidAction(e.to_string()))?;
         let action = input.into_action();
         let outcome = match self.store.verified_summary(&action.requester_context.session) {
-            Ok(s) => self.pdp.decide(&action, &s, &Scores::default()),
+            Ok(s) => self.pdp.decide(&action, &s, &self.scores(&s, &action).await),
             Err(e) => fault_outcome(context_fault_of(e)),
         };
         let d = Decided { action, outcome, receipt_id: uuid::Uuid::now_v7().to_string() };
@@ -313,6 +316,25 @@ impl Pipeline {
             receipt_id: d.receipt_id,
             modified_parameters: d.outcome.modified_parameters,
         })
+    }
+
+    /// Score the action against the session's latest intent. No intent, or
+    /// an embedding service that fails or times out, leaves the score
+    /// unknown: policies that read it then DEFER rather than guess.
+    async fn scores(&self, session: &SessionSummary, action: &CanonicalAction) -> Scores {
+        let unknown = Scores { alignment: None, confidence: 0.0, drift: session.drift };
+        let Some(intent) = session.latest_intent.as_deref() else { return unknown };
+        let texts = [intent.to_owned(), alignment::action_text(action)];
+        match self.embedder.embed(&texts).await {
+            Ok(v) => match (v.first(), v.get(1)) {
+                (Some(i), Some(a)) => scores_from(session, intent, alignment::alignment_score(i, a)),
+                _ => unknown,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, provider = self.embedder.name(), "alignment unavailable; score unknown");
+                unknown
+            }
+        }
     }
 
     /// Turn a plugin's action into a canonical action, or a malformed fault.
@@ -348,6 +370,62 @@ impl Pipeline {
         }
         Ok(action)
     }
+}
+
+/// Scores for an action whose alignment with `intent` is `score`: the drift
+/// includes this action, exactly as the context log will fold it.
+pub fn scores_from(session: &SessionSummary, intent: &str, score: f64) -> Scores {
+    let previous = (session.scored_actions > 0).then_some(session.drift);
+    Scores {
+        alignment: Some(score),
+        confidence: intent_confidence(intent),
+        drift: alignment::fold_drift(previous, score),
+    }
+}
+
+/// Scores with the built-in embedding, synchronously (for `policy test`).
+pub fn builtin_scores(session: &SessionSummary, action: &CanonicalAction) -> Scores {
+    match session.latest_intent.as_deref() {
+        None => Scores { alignment: None, confidence: 0.0, drift: session.drift },
+        Some(intent) => {
+            let i = alignment::HashedEmbedder::embed_text(intent);
+            let a = alignment::HashedEmbedder::embed_text(&alignment::action_text(action));
+            scores_from(session, intent, alignment::alignment_score(&i, &a))
+        }
+    }
+}
+
+/// How much an alignment score can be trusted, from how much the intent
+/// says: a lexical score against a two-word request means little. Grows
+/// linearly to 1 at five words of two or more characters.
+fn intent_confidence(intent: &str) -> f64 {
+    let words = intent.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() >= 2).count();
+    (words as f64 / 5.0).min(1.0)
+}
+
+/// Build the embedding provider from config.
+pub fn embedder(config: &crate::config::AlignmentProviderConfig) -> anyhow::Result<Arc<dyn EmbeddingProvider>> {
+    use crate::config::AlignmentProvider;
+    Ok(match config.provider {
+        AlignmentProvider::Builtin => Arc::new(alignment::HashedEmbedder),
+        AlignmentProvider::Http => {
+            let need = |what: &str| anyhow::anyhow!("alignment.provider = \"http\" needs `alignment.{what}`");
+            let mut c = alignment::HttpEmbedderConfig::new(
+                config.url.clone().ok_or_else(|| need("url"))?,
+                config.model.clone().ok_or_else(|| need("model"))?,
+                config.dimensions.ok_or_else(|| need("dimensions"))?,
+            );
+            if let Some(path) = &config.api_key_file {
+                let key = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", path.display()))?;
+                c.api_key = Some(key.trim().to_owned());
+            }
+            if let Some(ms) = config.timeout_ms {
+                c.timeout = std::time::Duration::from_millis(ms);
+            }
+            Arc::new(alignment::HttpEmbedder::new(c)?)
+        }
+    })
 }
 
 /// The fault a session context failure forces: tampering is named as such.
@@ -525,6 +603,7 @@ fn receipt_draft(
             "receipt_id": d.receipt_id, "action_id": d.action.action_id,
             "tool": d.action.tool, "operation": d.action.operation, "original_tool": d.action.original_tool,
             "decision": o.decision, "policy_ids": o.policy_ids, "signals": o.signals, "data_classes": o.data_classes,
+            "alignment": o.scores.alignment,
         }),
     });
     ReceiptDraft::new(
@@ -634,7 +713,14 @@ mod tests {
         }
         let pdp = Arc::new(Pdp::new(PolicyPack::bundled().unwrap(), None));
         let store = Store::open(dir, Arc::new(ReceiptKey::generate()), 64).unwrap();
-        Pipeline::new(plugins, pdp, store, integrations(&Config::default().integrations)).unwrap()
+        Pipeline::new(
+            plugins,
+            pdp,
+            store,
+            integrations(&Config::default().integrations),
+            Arc::new(alignment::HashedEmbedder),
+        )
+        .unwrap()
     }
 
     fn pre_tool_use(command: &str) -> wit::HttpRequest {

@@ -30,7 +30,7 @@ use crate::model::{AssertedBy, CanonicalAction, Decision, RequesterContext};
 
 /// Computes alignment scores for an action from the session so far (the
 /// pipeline's scorer); tests without one use explicit `scores` or none.
-pub type Scorer<'a> = &'a dyn Fn(&SessionSummary, &[String], &CanonicalAction) -> Scores;
+pub type Scorer<'a> = &'a dyn Fn(&SessionSummary, &CanonicalAction) -> Scores;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,7 +151,6 @@ fn run_case(
 ) -> Result<(), String> {
     let bad = |m: &str| format!("`{file}`: case `{}`: {m}", case.name);
     let mut session = SessionSummary::new("test-session");
-    let mut intents = Vec::new();
     if let Some(prior) = &case.session {
         session.data_classes = prior.data_classes.iter().cloned().collect();
         session.untrusted_input = prior.untrusted_input;
@@ -181,7 +180,6 @@ fn run_case(
     for (step, event) in events.iter().enumerate() {
         match (&event.intent, &event.observation, &event.action) {
             (Some(text), None, None) => {
-                intents.push(text.clone());
                 fold(&mut session, EntryKind::Intent, json!({"text": text}));
             }
             (None, Some(o), None) => fold(&mut session, EntryKind::Observation, o.clone()),
@@ -191,7 +189,7 @@ fn run_case(
                 let action = action_from(a).map_err(|e| bad(&format!("event {step}: {e}")))?;
                 let scores = match (event.scores, scorer) {
                     (Some(s), _) => Scores { alignment: s.alignment, confidence: s.confidence, drift: s.drift },
-                    (None, Some(f)) => f(&session, &intents, &action),
+                    (None, Some(f)) => f(&session, &action),
                     (None, None) => Scores::default(),
                 };
                 let outcome = pdp.decide(&action, &session, &scores);

@@ -38,7 +38,7 @@ fn bundled_pack_cases_hold() {
     assert!(pack.has_schema(), "the bundled pack must carry a Cedar schema");
     let files = pack.files().to_vec();
     let pdp = Pdp::new(pack, None);
-    let results = testing::run(&pdp, &files, None).unwrap();
+    let results = testing::run(&pdp, &files, Some(&crate::pipeline::builtin_scores)).unwrap();
     assert!(results.len() >= 10, "too few cases: {}", results.len());
     assert!(results.iter().all(|r| r.passed), "{}", testing::table(&results));
 }
