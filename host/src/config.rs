@@ -273,3 +273,27 @@ impl Config {
         self.plugins.dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    // The example config shipped in deploy/ loads and validates as is.
+    fn shipped_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/arbiter.example.toml");
+        let config = Config::load(Some(&path)).unwrap();
+        config.validate().unwrap();
+        assert!(config.integrations.contains_key("claude-code"));
+    }
+
+    #[test]
+    // An unknown key is an error, not silently ignored.
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[plugins]\ndeadline = 5\n").unwrap();
+        assert!(matches!(Config::load(Some(&path)), Err(ConfigError::Parse { .. })));
+    }
+}
