@@ -605,3 +605,64 @@ async fn a_tampered_context_entry_is_detected_and_blocks_the_session() {
     let r = server.hook("claude-code", &pre_tool_use_bash("ls", other)).await;
     assert_eq!(r.header("x-arbiter-decision").as_deref(), Some("ALLOW"), "{}", r.text);
 }
+
+/// A small pack that forbids `ls`, with its own test.
+fn pack_forbidding_ls(test_expects: &str) -> Value {
+    json!({"files": {
+        "pack.toml": "name = \"no-ls\"\nversion = \"2.0.0\"\ndefault_posture = \"ALLOW\"\n",
+        "rules.cedar": "@id(\"no-ls.forbid\") @classification(\"forbidden\") @reason(\"ls is not allowed here\")\nforbid(principal, action == Action::\"shell.exec\", resource) when { context.signals.contains(\"ls\") };\n",
+        "detectors.toml": "[[detector]]\nid = \"ls\"\nfields = [\"command\"]\npattern = '^ls\\b'\n",
+        "tests/ls.json": format!("{{\"name\": \"ls\", \"action\": {{\"tool\": \"shell\", \"operation\": \"exec\", \"parameters\": {{\"command\": \"ls\"}}}}, \"expect\": {{\"decision\": \"{test_expects}\"}}}}"),
+    }})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_packs_are_validated_then_swapped_in_and_survive_a_restart() {
+    let mut server = Server::start();
+    let admin = server.admin_token.clone();
+    let before = server.admin_json("/v1/policies").await;
+    assert_eq!(before["active"]["pack"], "baseline", "{before}");
+
+    // A pack that does not parse, and one whose own test fails, are refused.
+    let broken = json!({"files": {"pack.toml": "name = \"x\"\nversion = \"1\"\n", "p.cedar": "forbid(principal"}});
+    let r = server.put_json("/v1/policies", Some(&admin), &broken).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let r = server.put_json("/v1/policies", Some(&admin), &pack_forbidding_ls("ALLOW")).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("FAIL"), "the refusal shows the failing test: {}", r.text);
+    let r = server
+        .post_raw("/v1/policies/validate", Some(&admin), serde_json::to_vec(&pack_forbidding_ls("DENY")).unwrap())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Refused and validated packs changed nothing.
+    let ls = server.hook("claude-code", &pre_tool_use_bash("ls", "packs")).await;
+    assert_eq!(ls.header("x-arbiter-decision").as_deref(), Some("ALLOW"), "{}", ls.text);
+    // The ingress token cannot manage policies.
+    let r = server.put_json("/v1/policies", Some(&server.ingress_token), &pack_forbidding_ls("DENY")).await;
+    assert_eq!(r.status, 401);
+
+    // A valid pack is swapped in: the next decision uses it, and says so.
+    let r = server.put_json("/v1/policies", Some(&admin), &pack_forbidding_ls("DENY")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let hash = r.json()["active"]["hash"].as_str().expect("hash").to_owned();
+    assert_eq!(r.json()["previous"]["pack"], "baseline");
+    let ls = server.hook("claude-code", &pre_tool_use_bash("ls", "packs")).await;
+    assert_eq!(ls.header("x-arbiter-decision").as_deref(), Some("DENY"), "{}", ls.text);
+    let id = ls.header("x-arbiter-receipt-id").expect("receipt");
+    let receipt = server.admin_json(&format!("/v1/receipts/{id}")).await;
+    assert_eq!(receipt["decision"]["policy"]["hash"], hash.as_str(), "{receipt}");
+    assert_eq!(receipt["decision"]["policy"]["policy_ids"], json!(["no-ls.forbid"]), "{receipt}");
+    let stored = server.admin_json(&format!("/v1/policies/{hash}")).await;
+    assert!(stored["files"]["rules.cedar"].as_str().is_some_and(|c| c.contains("no-ls.forbid")), "{stored}");
+
+    // It stays in force after a restart.
+    server.restart();
+    let after = server.admin_json("/v1/policies").await;
+    assert_eq!(
+        (after["active"]["hash"].as_str(), &after["active_is_uploaded"]),
+        (Some(hash.as_str()), &json!(true)),
+        "{after}"
+    );
+    let ls = server.hook("claude-code", &pre_tool_use_bash("ls", "packs")).await;
+    assert_eq!(ls.header("x-arbiter-decision").as_deref(), Some("DENY"), "{}", ls.text);
+}

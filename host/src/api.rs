@@ -5,7 +5,9 @@
 //! Routes and roles:
 //! - `POST /v1/hooks/{integration}[/{event}]`, `POST /v1/evaluate` — ingress token;
 //! - `GET /v1/receipts`, `GET /v1/receipts/{id}`, `GET /v1/keys`,
-//!   `GET /v1/sessions/{id}`, `GET /v1/sessions/{id}/verify` — admin token;
+//!   `GET /v1/sessions/{id}`, `GET /v1/sessions/{id}/verify`,
+//!   `GET|PUT /v1/policies`, `POST /v1/policies/validate`,
+//!   `GET /v1/policies/{hash}` — admin token;
 //! - `GET /healthz`, `GET /readyz` — no auth.
 
 use std::sync::Arc;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub max_concurrent: usize,
     /// Whole-request timeout.
     pub request_timeout: Duration,
+    /// Default-posture override from config, applied to uploaded packs too.
+    pub default_posture: Option<crate::policy::Posture>,
 }
 
 /// Errors answered as `{"error": {"code", "message"}}`.
@@ -70,6 +74,9 @@ pub enum ApiError {
     /// Bad input.
     #[error("{0}")]
     BadRequest(String),
+    /// Well-formed input that cannot be accepted (an invalid policy pack).
+    #[error("{0}")]
+    Unprocessable(String),
     /// Overloaded or timed out.
     #[error("{0}")]
     Unavailable(String),
@@ -85,6 +92,7 @@ impl IntoResponse for ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_pack"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
@@ -120,6 +128,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/keys", get(keys))
         .route("/v1/sessions/{session_id}", get(session))
         .route("/v1/sessions/{session_id}/verify", get(verify_session))
+        .route("/v1/policies", get(policies).put(upload_pack))
+        .route("/v1/policies/validate", post(validate_pack))
+        .route("/v1/policies/{hash}", get(stored_pack))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let probes = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
     let bounds = ServiceBuilder::new()
@@ -373,6 +384,106 @@ async fn verify_session(
         "intact": a.broken.is_none(),
         "first_broken": a.broken,
     })))
+}
+
+/// Most files in an uploaded pack.
+const MAX_PACK_FILES: usize = 1000;
+
+/// A policy pack as uploaded: relative path → UTF-8 content.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackUpload {
+    files: std::collections::BTreeMap<String, String>,
+}
+
+impl PackUpload {
+    fn into_files(self) -> Result<Vec<(String, Vec<u8>)>, ApiError> {
+        if self.files.len() > MAX_PACK_FILES {
+            return Err(ApiError::BadRequest(format!("a pack has at most {MAX_PACK_FILES} files")));
+        }
+        self.files
+            .into_iter()
+            .map(|(path, content)| {
+                let ok = !path.is_empty()
+                    && path.len() <= 200
+                    && path.split('/').count() <= 3
+                    && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+                    && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+                if ok {
+                    Ok((path, content.into_bytes()))
+                } else {
+                    Err(ApiError::BadRequest(format!("invalid file path `{path}`")))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Load a pack and run its own tests; refuse it unless both succeed.
+async fn check_pack(state: &AppState, files: Vec<(String, Vec<u8>)>) -> Result<(crate::policy::Pdp, usize), ApiError> {
+    use crate::policy::{Pdp, PolicyPack, testing};
+    let posture = state.default_posture;
+    tokio::task::spawn_blocking(move || {
+        let pack = PolicyPack::from_files(files.clone()).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        let pdp = Pdp::new(pack, posture);
+        let results =
+            testing::run(&pdp, &files, Some(&crate::pipeline::builtin_scores)).map_err(ApiError::Unprocessable)?;
+        if results.iter().any(|r| !r.passed) {
+            return Err(ApiError::Unprocessable(format!("the pack's own tests fail:\n{}", testing::table(&results))));
+        }
+        Ok((pdp, results.len()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+fn pack_summary(pdp: &crate::policy::Pdp) -> Value {
+    let pack = pdp.pack();
+    json!({
+        "pack": pack.identity().pack, "version": pack.identity().version, "hash": pack.identity().hash,
+        "policies": pack.len(), "has_schema": pack.has_schema(), "warnings": pack.warnings(),
+        "default_posture": pdp.default_posture(),
+    })
+}
+
+async fn policies(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let store = state.pipeline.store();
+    let active = state.pipeline.pdp();
+    let uploaded = store.active_pack()?.is_some_and(|h| h == active.pack().identity().hash);
+    Ok(Json(json!({"active": pack_summary(&active), "active_is_uploaded": uploaded, "uploaded": store.packs()?})))
+}
+
+async fn validate_pack(State(state): State<AppState>, Json(upload): Json<PackUpload>) -> Result<Json<Value>, ApiError> {
+    let (pdp, tests) = check_pack(&state, upload.into_files()?).await?;
+    Ok(Json(json!({"valid": true, "pack": pack_summary(&pdp), "tests_passed": tests})))
+}
+
+async fn upload_pack(State(state): State<AppState>, Json(upload): Json<PackUpload>) -> Result<Json<Value>, ApiError> {
+    let files = upload.into_files()?;
+    let (pdp, tests) = check_pack(&state, files.clone()).await?;
+    let identity = pdp.pack().identity().clone();
+    let document = json!({
+        "identity": identity,
+        "uploaded_at": crate::model::now_rfc3339(),
+        "files": files.iter().map(|(p, c)| (p.clone(), Value::String(String::from_utf8_lossy(c).into_owned()))).collect::<serde_json::Map<_, _>>(),
+    });
+    // Durable first: the pack in force must survive a restart.
+    state.pipeline.store().put_active_pack(&identity.hash, &document)?;
+    let previous = state.pipeline.pdp();
+    state.pipeline.swap_pdp(std::sync::Arc::new(pdp));
+    tracing::info!(pack = %identity.pack, version = %identity.version, hash = %identity.hash, "policy pack swapped in");
+    Ok(Json(
+        json!({"active": pack_summary(&state.pipeline.pdp()), "previous": pack_summary(&previous), "tests_passed": tests}),
+    ))
+}
+
+async fn stored_pack(State(state): State<AppState>, Path(hash): Path<String>) -> Result<Json<Value>, ApiError> {
+    state
+        .pipeline
+        .store()
+        .pack(&hash)?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no uploaded pack `{hash}`")))
 }
 
 async fn healthz() -> Json<Value> {

@@ -64,16 +64,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )?;
     let key = Arc::new(ReceiptKey::load_or_create(&data.join("keys").join(ReceiptKey::FILE_NAME))?);
 
-    let pack = match &config.policies {
-        Some(dir) => policy::PolicyPack::load(dir).with_context(|| format!("policy pack `{}`", dir.display()))?,
-        None => policy::PolicyPack::bundled().context("bundled policy pack")?,
+    let store = store::Store::open(&data.join("store"), key.clone(), config.store.max_batch)
+        .context("cannot open the store")?;
+
+    // An uploaded pack stays in force across restarts; otherwise the
+    // configured directory, otherwise the bundled baseline.
+    let pack = match store.active_pack()? {
+        Some(hash) => {
+            let doc = store.pack(&hash)?.with_context(|| format!("the active uploaded pack `{hash}` is missing"))?;
+            let files = doc
+                .get("files")
+                .and_then(serde_json::Value::as_object)
+                .map(|f| {
+                    f.iter().map(|(p, c)| (p.clone(), c.as_str().unwrap_or_default().as_bytes().to_vec())).collect()
+                })
+                .unwrap_or_default();
+            tracing::warn!(%hash, "an uploaded policy pack is in force; the `policies` setting is not used");
+            policy::PolicyPack::from_files(files).with_context(|| format!("uploaded policy pack `{hash}`"))?
+        }
+        None => match &config.policies {
+            Some(dir) => policy::PolicyPack::load(dir).with_context(|| format!("policy pack `{}`", dir.display()))?,
+            None => policy::PolicyPack::bundled().context("bundled policy pack")?,
+        },
     };
     let id = pack.identity().clone();
     tracing::info!(pack = %id.pack, version = %id.version, hash = %id.hash, policies = pack.len(), "policy pack loaded");
     let pdp = Arc::new(policy::Pdp::new(pack, config.default_posture));
-
-    let store = store::Store::open(&data.join("store"), key.clone(), config.store.max_batch)
-        .context("cannot open the store")?;
 
     let plugins = Arc::new(plugins::PluginHost::new(&config.plugins)?);
     let loader = plugins.clone();
@@ -106,6 +122,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         body_limit: config.ingress.body_limit_bytes,
         max_concurrent: config.ingress.max_concurrent_requests,
         request_timeout: Duration::from_millis(config.ingress.request_timeout_ms),
+        default_posture: config.default_posture,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

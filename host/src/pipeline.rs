@@ -15,6 +15,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -98,7 +100,10 @@ struct Decided {
 /// The pipeline and the components it ties together.
 pub struct Pipeline {
     plugins: Arc<PluginHost>,
-    pdp: Arc<Pdp>,
+    /// The decision point in force. Swapped whole when a new pack is
+    /// uploaded; each request loads it once, so it is decided and recorded
+    /// by one pack even if a swap happens meanwhile.
+    pdp: ArcSwap<Pdp>,
     store: Store,
     integrations: HashMap<String, Integration>,
     action_schema: jsonschema::Validator,
@@ -116,7 +121,7 @@ impl Pipeline {
     ) -> anyhow::Result<Self> {
         let schema: Value = serde_json::from_str(ACTION_SCHEMA)?;
         let action_schema = jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("action schema: {e}"))?;
-        Ok(Self { plugins, pdp, store, integrations, action_schema, embedder })
+        Ok(Self { plugins, pdp: ArcSwap::new(pdp), store, integrations, action_schema, embedder })
     }
 
     /// The store (for the review API).
@@ -125,8 +130,14 @@ impl Pipeline {
     }
 
     /// The PDP (for the review API).
-    pub fn pdp(&self) -> &Pdp {
-        &self.pdp
+    pub fn pdp(&self) -> Arc<Pdp> {
+        self.pdp.load_full()
+    }
+
+    /// Put a new decision point in force. Requests already deciding finish
+    /// with the one they loaded.
+    pub fn swap_pdp(&self, pdp: Arc<Pdp>) {
+        self.pdp.store(pdp);
     }
 
     /// Whether `name` is a configured integration.
@@ -144,15 +155,16 @@ impl Pipeline {
             self.plugins.get(&config.plugin).ok_or_else(|| PipelineError::PluginMissing(integration.to_owned()))?;
         let settings = config.settings.clone();
         let request = Arc::new(request);
+        let pdp = self.pdp.load_full();
 
         // 1. Decode.
         let decoded = match self.plugins.decode(&plugin, settings.clone(), request.clone()).await {
             Ok(d) => d,
-            Err(fault) => return Ok(self.block_undecoded(integration, &plugin, &request, fault).await),
+            Err(fault) => return Ok(self.block_undecoded(&pdp, integration, &plugin, &request, fault).await),
         };
         let requester = match requester_context(&decoded.requester) {
             Ok(r) => r,
-            Err(fault) => return Ok(self.block_undecoded(integration, &plugin, &request, fault).await),
+            Err(fault) => return Ok(self.block_undecoded(&pdp, integration, &plugin, &request, fault).await),
         };
 
         // 2. Context events first, so an intent in this request precedes its actions.
@@ -183,7 +195,7 @@ impl Pipeline {
             let receipt_id = uuid::Uuid::now_v7().to_string();
             let outcome = match (&action, &summary, &context_fault) {
                 (Err(fault), _, _) | (_, Err(fault), _) | (_, _, Some(fault)) => fault_outcome(fault.clone()),
-                (Ok(a), Ok(s), None) => self.pdp.decide(a, s, &self.scores(s, a).await),
+                (Ok(a), Ok(s), None) => pdp.decide(a, s, &self.scores(s, a).await),
             };
             let action = action.unwrap_or_else(|_| placeholder_action(integration, &request, Some(&requester)));
             decided.push(Decided { action, outcome, receipt_id });
@@ -246,8 +258,8 @@ impl Pipeline {
 
         // 5. Receipts, durable before the reply.
         for d in decided {
-            let draft = receipt_draft(&self.pdp, &d, Some((&plugin, integration)), Some(&response), true)
-                .map_err(StoreError::from);
+            let draft =
+                receipt_draft(&pdp, &d, Some((&plugin, integration)), Some(&response), true).map_err(StoreError::from);
             let written = match draft {
                 Ok(draft) => self.store.append_receipt(draft).await.map(|_| ()),
                 Err(e) => Err(e),
@@ -267,6 +279,7 @@ impl Pipeline {
     /// Block a request the plugin could not decode, with a receipt.
     async fn block_undecoded(
         &self,
+        pdp: &Pdp,
         integration: &str,
         plugin: &Plugin,
         request: &wit::HttpRequest,
@@ -279,7 +292,7 @@ impl Pipeline {
             outcome: fault_outcome(fault),
             receipt_id: uuid::Uuid::now_v7().to_string(),
         };
-        let written = match receipt_draft(&self.pdp, &d, Some((plugin, integration)), Some(&response), false) {
+        let written = match receipt_draft(pdp, &d, Some((plugin, integration)), Some(&response), false) {
             Ok(draft) => self.store.append_receipt(draft).await,
             Err(e) => Err(StoreError::from(e)),
         };
@@ -303,12 +316,13 @@ impl Pipeline {
         let input: EvaluateInput =
             serde_json::from_value(body.clone()).map_err(|e| PipelineError::InvalidAction(e.to_string()))?;
         let action = input.into_action();
+        let pdp = self.pdp.load_full();
         let outcome = match self.store.verified_summary(&action.requester_context.session) {
-            Ok(s) => self.pdp.decide(&action, &s, &self.scores(&s, &action).await),
+            Ok(s) => pdp.decide(&action, &s, &self.scores(&s, &action).await),
             Err(e) => fault_outcome(context_fault_of(e)),
         };
         let d = Decided { action, outcome, receipt_id: uuid::Uuid::now_v7().to_string() };
-        let draft = receipt_draft(&self.pdp, &d, None, None, true).map_err(StoreError::from)?;
+        let draft = receipt_draft(&pdp, &d, None, None, true).map_err(StoreError::from)?;
         self.store.append_receipt(draft).await?;
         Ok(EvaluateReply {
             decision: d.outcome.decision,

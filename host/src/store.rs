@@ -81,6 +81,10 @@ struct Parts {
     sessions: PartitionHandle,
     /// lp(session) ‖ entry seq → entry JSON.
     session_log: PartitionHandle,
+    /// pack hash → uploaded policy pack (identity, time, files).
+    packs: PartitionHandle,
+    /// Small named values (`active_pack`).
+    meta: PartitionHandle,
 }
 
 /// Handle to the store: reads directly, writes through the writer thread.
@@ -206,6 +210,8 @@ impl Store {
             by_time: open("by_time")?,
             sessions: open("sessions")?,
             session_log: open("session_log")?,
+            packs: open("packs")?,
+            meta: open("meta")?,
             keyspace,
         };
         // The chain resumes from the last durable receipt.
@@ -325,6 +331,48 @@ impl Store {
                 serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .collect()
+    }
+
+    /// Store an uploaded policy pack and make it the active one, durably,
+    /// so it is still in force after a restart. Earlier packs stay
+    /// retrievable by hash.
+    pub fn put_active_pack(&self, hash: &str, document: &Value) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(document).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut batch = self.parts.keyspace.batch();
+        batch.insert(&self.parts.packs, hash.as_bytes(), bytes);
+        batch.insert(&self.parts.meta, b"active_pack", hash.as_bytes());
+        batch.commit()?;
+        self.parts.keyspace.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// The uploaded pack stored under `hash`.
+    pub fn pack(&self, hash: &str) -> Result<Option<Value>, StoreError> {
+        match self.parts.packs.get(hash.as_bytes())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
+    /// Every uploaded pack, without its files.
+    pub fn packs(&self) -> Result<Vec<Value>, StoreError> {
+        self.parts
+            .packs
+            .iter()
+            .map(|kv| {
+                let (_, v) = kv?;
+                let mut doc: Value = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if let Some(o) = doc.as_object_mut() {
+                    o.remove("files");
+                }
+                Ok(doc)
+            })
+            .collect()
+    }
+
+    /// Hash of the uploaded pack in force, if one was uploaded.
+    pub fn active_pack(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.parts.meta.get(b"active_pack")?.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Verify a session's whole log from scratch (no cache) and check that

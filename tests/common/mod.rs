@@ -241,6 +241,16 @@ impl Server {
         Reply::read(resp).await
     }
 
+    /// PUT JSON with an optional bearer token.
+    pub async fn put_json(&self, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        let mut req = self.http.put(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("PUT {path}: {e}; stderr:\n{}", self.stderr_tail()));
+        Reply::read(resp).await
+    }
+
     /// GET with an optional bearer token.
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
         let mut req = self.http.get(self.url(path));
