@@ -166,7 +166,7 @@ impl SessionSummary {
     ///
     /// Reads: intent `data.text`; action `data.decision`, `data.tool`,
     /// `data.operation`, `data.data_classes`, `data.alignment`; observation
-    /// `data.tool`.
+    /// `data.tool`, `data.data_classes`.
     pub fn apply(&mut self, entry: &Entry) {
         self.entries = entry.seq + 1;
         self.head_hash = entry.hash.clone();
@@ -208,8 +208,14 @@ impl SessionSummary {
             }
             EntryKind::Observation => {
                 self.observations += 1;
+                // Output of a tool that reads the outside world is untrusted:
+                // it may carry injected instructions.
                 if matches!(s("tool"), "network" | "mcp") {
                     self.untrusted_input = true;
+                    self.data_classes.insert("UNTRUSTED".to_owned());
+                }
+                if let Some(classes) = d.get("data_classes").and_then(Value::as_array) {
+                    self.data_classes.extend(classes.iter().filter_map(Value::as_str).map(str::to_owned));
                 }
             }
             EntryKind::SessionEnd => self.ended = true,

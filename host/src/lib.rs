@@ -13,6 +13,7 @@
 
 pub mod alignment;
 pub mod api;
+pub mod classify;
 pub mod config;
 pub mod context;
 pub mod credentials;

@@ -177,7 +177,7 @@ impl Pipeline {
                     continue;
                 }
                 wit::Event::Intent(i) => (EntryKind::Intent, json!({"text": i.text, "event_kind": i.event_kind})),
-                wit::Event::Observation(o) => (EntryKind::Observation, observation_data(&o)),
+                wit::Event::Observation(o) => (EntryKind::Observation, observation_data(&pdp, &o)),
                 wit::Event::SessionStart(l) => (EntryKind::SessionStart, lifecycle_data(&l)),
                 wit::Event::SessionEnd(l) => (EntryKind::SessionEnd, lifecycle_data(&l)),
                 wit::Event::Other(l) => (EntryKind::Other, lifecycle_data(&l)),
@@ -548,8 +548,9 @@ fn to_wit(d: Decision) -> wit::Decision {
     }
 }
 
-fn observation_data(o: &wit::Observation) -> Value {
+fn observation_data(pdp: &Pdp, o: &wit::Observation) -> Value {
     let output: Value = serde_json::from_str(&o.output_json).unwrap_or_else(|_| Value::String(o.output_json.clone()));
+    let data_classes = pdp.classify_output(&output);
     json!({
         "tool": o.tool, "operation": o.operation, "original_tool": o.original_tool,
         "event_kind": o.event_kind, "call_id": o.call_id,
@@ -557,6 +558,7 @@ fn observation_data(o: &wit::Observation) -> Value {
         // digest and size; classification of outputs reads it before this.
         "output_sha256": hex::encode(Sha256::digest(output.to_string().as_bytes())),
         "output_bytes": o.output_json.len(),
+        "data_classes": data_classes,
     })
 }
 

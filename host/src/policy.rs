@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::classify::Classifier;
 use crate::context::SessionSummary;
 use crate::model::{CanonicalAction, Decision, Fault, FaultComponent, FaultKind};
 
@@ -146,6 +147,10 @@ pub struct RiskConfig {
     /// Session risk score (see [`session_risk`]) at or above which every
     /// further action is denied. `None` = off.
     pub max_score: Option<f64>,
+    /// The pack's data classes from lowest to highest. Data of unknown class
+    /// (the built-in classifier could not tell: too large, too deep) counts
+    /// as the last, as AARM asks. Default = PUBLIC, CONFIDENTIAL, PII, SECRET.
+    pub class_order: Vec<String>,
 }
 
 impl Default for RiskConfig {
@@ -155,6 +160,7 @@ impl Default for RiskConfig {
             private_classes: vec!["SECRET".to_owned(), "PII".to_owned(), "CONFIDENTIAL".to_owned()],
             egress_signals: Vec::new(),
             max_score: None,
+            class_order: ["PUBLIC", "CONFIDENTIAL", "PII", "SECRET"].map(str::to_owned).to_vec(),
         }
     }
 }
@@ -775,13 +781,14 @@ pub struct Pdp {
     pack: PolicyPack,
     default_posture: Posture,
     authorizer: Authorizer,
+    classifier: Classifier,
 }
 
 impl Pdp {
     /// Wrap a pack; `posture` overrides the pack's default posture.
     pub fn new(pack: PolicyPack, posture: Option<Posture>) -> Self {
         let default_posture = posture.unwrap_or(pack.default_posture);
-        Self { pack, default_posture, authorizer: Authorizer::new() }
+        Self { pack, default_posture, authorizer: Authorizer::new(), classifier: Classifier::builtin() }
     }
 
     /// The pack in force.
@@ -1065,6 +1072,23 @@ impl Pdp {
         Ok(findings)
     }
 
+    /// Classes of a tool's output (what an observation brings into the
+    /// session), with unknown mapped to the pack's highest class.
+    pub fn classify_output(&self, output: &Value) -> Vec<String> {
+        self.resolve_classes(self.classifier.classify_value(output).classes).into_iter().collect()
+    }
+
+    /// Replace `UNKNOWN` by the highest class the pack defines.
+    fn resolve_classes(&self, classes: BTreeSet<String>) -> BTreeSet<String> {
+        classes
+            .into_iter()
+            .map(|c| match (c.as_str(), self.pack.risk.class_order.last()) {
+                (crate::classify::UNKNOWN, Some(highest)) => highest.clone(),
+                _ => c,
+            })
+            .collect()
+    }
+
     /// Run every applicable detector over the action.
     fn detect(&self, action: &CanonicalAction) -> (Vec<String>, Vec<String>) {
         let name = action.action_name();
@@ -1095,6 +1119,13 @@ impl Pdp {
                 }
             }
         }
+        // Built-in content detectors (keys, tokens, PII), whatever the pack.
+        let mut found = self.classifier.classify_value(&Value::Object(action.parameters.clone()));
+        if let Some(r) = &action.resource {
+            found.merge(self.classifier.classify_text(r));
+        }
+        signals.extend(found.detectors);
+        classes.extend(self.resolve_classes(found.classes));
         (signals.into_iter().collect(), classes.into_iter().collect())
     }
 
