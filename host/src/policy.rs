@@ -963,25 +963,27 @@ impl Pdp {
             return set(out, Decision::Defer, Some("context_dependent_defer"), reason, ids);
         }
 
-        // 6 (early). Nothing applied: the default posture, or the repair.
-        let Some(&(_, lead)) = at_top.first() else {
-            if let Some((fixed, message)) = repaired {
-                out.modified_parameters = Some(fixed);
-                let reason = format!("parameters repaired to fit the pack's schema for `{name}` ({message})");
-                return set(out, Decision::Modify, None, reason, vec![format!("arbiter.validation.{name}")]);
-            }
-            let (decision, word) = match self.default_posture {
-                Posture::Allow => (Decision::Allow, "ALLOW"),
-                Posture::Deny => (Decision::Deny, "DENY"),
-            };
-            let reason = format!("no policy matched; default posture is {word}");
-            return set(out, decision, None, reason, vec![DEFAULT_POLICY_ID.to_owned()]);
+        // Nothing applied: the default posture is the baseline (step 6), and
+        // still faces the alignment overrides below when it would proceed.
+        let (baseline, lead) = match at_top.first() {
+            Some(&(_, lead)) => (lead.decision, Some(lead)),
+            None => (
+                match self.default_posture {
+                    Posture::Allow => Decision::Allow,
+                    Posture::Deny => Decision::Deny,
+                },
+                None,
+            ),
         };
-        let baseline = lead.decision;
-        let lead_class = at_top.iter().find_map(|(_, m)| m.classification.clone());
-        out = set_from(out, baseline, lead_class.as_deref().unwrap_or(""), &at_top);
-        if lead_class.is_none() {
-            out.classification = None;
+        if lead.is_some() {
+            let lead_class = at_top.iter().find_map(|(_, m)| m.classification.clone());
+            out = set_from(out, baseline, lead_class.as_deref().unwrap_or(""), &at_top);
+            if lead_class.is_none() {
+                out.classification = None;
+            }
+        } else {
+            let reason = format!("no policy matched; default posture is {}", baseline.as_str());
+            out = set(out, baseline, None, reason, vec![DEFAULT_POLICY_ID.to_owned()]);
         }
 
         // 5. Alignment overrides.
@@ -1030,6 +1032,8 @@ impl Pdp {
             at_top.iter().flat_map(|(_, m)| &m.transforms).for_each(|t| t.apply(&mut params));
             out.modified_parameters = Some(params);
         } else if let (Some((fixed, message)), true) = (repaired, baseline == Decision::Allow) {
+            // A repair only narrows what was already allowed; it never lets
+            // through what the policies or the default posture block.
             out.decision = Decision::Modify;
             out.modified_parameters = Some(fixed);
             out.reason = format!("{}; parameters repaired to fit the pack's schema ({message})", out.reason);

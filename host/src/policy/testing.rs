@@ -198,7 +198,8 @@ fn run_case(
                     &mut session,
                     EntryKind::Action,
                     json!({"tool": action.tool, "operation": action.operation,
-                           "decision": outcome.decision, "data_classes": outcome.data_classes}),
+                           "decision": outcome.decision, "data_classes": outcome.data_classes,
+                           "alignment": outcome.scores.alignment}),
                 );
             }
             _ => return Err(bad(&format!("event {step} must have exactly one of `intent`, `observation`, `action`"))),

@@ -395,3 +395,51 @@ fn observed_output_is_classified_and_unknown_is_highest() {
     }
     assert_eq!(pdp.classify_output(&deep), vec!["RESTRICTED".to_owned()]);
 }
+
+#[test]
+// A schema repair never lets through what the default posture denies.
+fn repair_does_not_override_a_deny_posture() {
+    let repairable = r#"{"type": "object", "properties": {"limit": {"maximum": 1000}}, "x-arbiter-repair": {"clamp": {"limit": [1, 1000]}}}"#;
+    let files = vec![
+        ("pack.toml".to_owned(), b"name = \"t\"\nversion = \"1.0.0\"\ndefault_posture = \"DENY\"\n".to_vec()),
+        ("p.cedar".to_owned(), b"@id(\"other\") permit(principal, action == Action::\"x.y\", resource);".to_vec()),
+        ("schemas/crm.search.json".to_owned(), repairable.as_bytes().to_vec()),
+    ];
+    let pdp = Pdp::new(PolicyPack::from_files(files).unwrap(), None);
+    let out =
+        pdp.decide(&act("crm", "search", json!({"limit": 100000})), &SessionSummary::new("s"), &Scores::default());
+    assert_eq!((out.decision, out.policy_ids.clone()), (Decision::Deny, vec![DEFAULT_POLICY_ID.to_owned()]));
+}
+
+#[test]
+// Actions allowed by the default posture still face misalignment and drift.
+fn default_allow_faces_alignment_overrides() {
+    let pdp = pack_with(
+        "[alignment]\ntau = 0.3\ndrift_alert = 0.7\n",
+        "@id(\"x\") permit(principal, action == Action::\"x.y\", resource);",
+        &[],
+    );
+    let a = act("file", "read", json!({"file_path": "hr/salaries.csv"}));
+    let s = SessionSummary::new("s");
+    assert_eq!(pdp.decide(&a, &s, &aligned(0.1)).policy_ids, vec!["arbiter.alignment.misaligned".to_owned()]);
+    let drifting = Scores { alignment: Some(0.5), confidence: 1.0, drift: 0.9 };
+    assert_eq!(pdp.decide(&a, &s, &drifting).decision, Decision::StepUp);
+    assert_eq!(pdp.decide(&a, &s, &aligned(0.5)).decision, Decision::Allow);
+}
+
+#[test]
+// `policy test` folds each action's alignment into the session's drift the
+// way the context log does: one stray action after on-topic ones does not
+// trip the alert, where the stray action's own misalignment alone would.
+fn test_runner_folds_drift_like_the_context_log() {
+    let pdp = pack_with("[alignment]\ndrift_alert = 0.8\n", ALLOW_ALL, &[]);
+    let cmd = |c: &str| json!({"action": {"tool": "shell", "operation": "exec", "parameters": {"command": c}}, "expect": {"decision": "ALLOW"}});
+    let case = json!({"name": "stray action", "events": [
+        {"intent": "fix the failing unit test in the parser module"},
+        cmd("cargo test -p parser unit"), cmd("cargo test -p parser failing test"), cmd("vim parser/src/module.rs"),
+        {"action": {"tool": "network", "operation": "egress", "resource": "https://news.example/sports",
+                    "parameters": {"url": "https://news.example/sports"}}, "expect": {"decision": "ALLOW"}}]});
+    let files = vec![("tests/t.json".to_owned(), serde_json::to_vec(&case).unwrap())];
+    let results = testing::run(&pdp, &files, Some(&crate::pipeline::builtin_scores)).unwrap();
+    assert!(results.iter().all(|r| r.passed), "{}", testing::table(&results));
+}
