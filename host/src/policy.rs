@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, EvaluationError, PolicyId,
@@ -782,13 +783,28 @@ pub struct Pdp {
     default_posture: Posture,
     authorizer: Authorizer,
     classifier: Classifier,
+    /// Per `tool.operation`, the forbids and permits whose action scope can
+    /// match it. Cedar evaluates every policy it is given; with a hundred
+    /// policies most of a decision went to policies about other actions.
+    /// Built on first use of an action name.
+    scoped: std::sync::RwLock<HashMap<String, Arc<(PolicySet, PolicySet)>>>,
 }
+
+/// Action names whose scoped policy sets are cached. Action names come from
+/// plugins, so the cache is bounded; past this it starts afresh.
+const SCOPED_CACHE: usize = 1024;
 
 impl Pdp {
     /// Wrap a pack; `posture` overrides the pack's default posture.
     pub fn new(pack: PolicyPack, posture: Option<Posture>) -> Self {
         let default_posture = posture.unwrap_or(pack.default_posture);
-        Self { pack, default_posture, authorizer: Authorizer::new(), classifier: Classifier::builtin() }
+        Self {
+            pack,
+            default_posture,
+            authorizer: Authorizer::new(),
+            classifier: Classifier::builtin(),
+            scoped: std::sync::RwLock::default(),
+        }
     }
 
     /// The pack in force.
@@ -1050,11 +1066,44 @@ impl Pdp {
         out
     }
 
+    /// The forbids and permits that can apply to `tool.operation`: those
+    /// whose action scope is unconstrained, names the action, or names its
+    /// tool group (`Action::"tool"`).
+    fn scoped_sets(&self, action: &CanonicalAction) -> Result<Arc<(PolicySet, PolicySet)>, String> {
+        let name = action.action_name();
+        if let Some(sets) = self.scoped.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&name) {
+            return Ok(sets.clone());
+        }
+        let uid = |id: &str| -> Result<EntityUid, String> {
+            Ok(EntityUid::from_type_name_and_id(
+                EntityTypeName::from_str("Action").map_err(|e| e.to_string())?,
+                EntityId::new(id),
+            ))
+        };
+        let (own, group) = (uid(&name)?, uid(&action.tool)?);
+        let applies = |p: &cedar_policy::Policy| match p.action_constraint() {
+            cedar_policy::ActionConstraint::Any => true,
+            cedar_policy::ActionConstraint::Eq(a) => a == own,
+            cedar_policy::ActionConstraint::In(list) => list.iter().any(|a| *a == own || *a == group),
+        };
+        let filter = |set: &PolicySet| -> Result<PolicySet, String> {
+            PolicySet::from_policies(set.policies().filter(|p| applies(p)).cloned()).map_err(|e| e.to_string())
+        };
+        let sets = Arc::new((filter(&self.pack.forbids)?, filter(&self.pack.permits)?));
+        let mut cache = self.scoped.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= SCOPED_CACHE {
+            cache.clear();
+        }
+        cache.insert(name, sets.clone());
+        Ok(sets)
+    }
+
     /// Evaluate forbids and permits separately and sort out the errors.
     fn evaluate(&self, action: &CanonicalAction, context: &Value) -> Result<Findings<'_>, String> {
         let (request, entities) = self.request(action, context)?;
+        let sets = self.scoped_sets(action)?;
         let mut findings = Findings { satisfied: Vec::new(), unknown: Vec::new(), hard: Vec::new() };
-        for set in [&self.pack.forbids, &self.pack.permits] {
+        for set in [&sets.0, &sets.1] {
             let response = self.authorizer.is_authorized(&request, set, &entities);
             for id in response.diagnostics().reason() {
                 if let Some((id, meta)) = self.pack.meta.get_key_value(id) {
