@@ -234,6 +234,31 @@ struct PolicyMeta {
     /// `@aligned_decision` of a `context_dependent_allow` policy: what an
     /// aligned action gets instead of DENY. Default STEP_UP.
     aligned_decision: Decision,
+    /// The signal the policy's first condition tests first, when it starts
+    /// `when { context.signals.contains("X") ...`: Cedar evaluates that
+    /// conjunct first and stops when it is false, so without signal X the
+    /// policy can neither apply nor raise an error, and is not evaluated.
+    gate: Option<String>,
+}
+
+/// The signal gating a policy (see [`PolicyMeta::gate`]), read from Cedar's
+/// JSON form; `None` for any other shape, which keeps the policy always
+/// evaluated.
+fn signal_gate(policy: &cedar_policy::Policy) -> Option<String> {
+    let json = policy.to_json().ok()?;
+    let first = json.get("conditions")?.get(0)?;
+    if first.get("kind")?.as_str()? != "when" {
+        return None;
+    }
+    let mut body = first.get("body")?;
+    while let Some(and) = body.get("&&") {
+        body = and.get("left")?;
+    }
+    let contains = body.get("contains")?;
+    let left = contains.get("left")?.get(".")?;
+    let is_signals = left.get("left")?.get("Var")?.as_str()? == "context" && left.get("attr")?.as_str()? == "signals";
+    let value = contains.get("right")?.get("Value")?.as_str()?;
+    is_signals.then(|| value.to_owned())
 }
 
 /// One MODIFY transform on a parameter (a dotted path below `parameters`).
@@ -350,6 +375,8 @@ pub struct PolicyPack {
     warnings: Vec<String>,
     has_schema: bool,
     files: Vec<(String, Vec<u8>)>,
+    /// Every signal that gates some policy.
+    gates: BTreeSet<String>,
 }
 
 /// The pack's Cedar schema file.
@@ -530,6 +557,7 @@ impl PolicyPack {
                         transforms,
                         min_confidence,
                         aligned_decision,
+                        gate: signal_gate(&policy),
                     },
                 );
                 let set = if effect == Effect::Forbid { &mut forbids } else { &mut permits };
@@ -593,7 +621,9 @@ impl PolicyPack {
             schemas.insert(name, ParamSchema { validator, repair });
         }
 
+        let gates = meta.values().filter_map(|m: &PolicyMeta| m.gate.clone()).collect();
         Ok(Self {
+            gates,
             identity: PackIdentity { pack: manifest.name, version: manifest.version, hash },
             description: manifest.description,
             default_posture: manifest.default_posture,
@@ -887,7 +917,7 @@ impl Pdp {
             }
         }
 
-        let findings = match self.evaluate(action, &context) {
+        let findings = match self.evaluate(action, &out.signals, &context) {
             Ok(f) => f,
             Err(message) => return fail(out, message),
         };
@@ -1069,9 +1099,12 @@ impl Pdp {
     /// The forbids and permits that can apply to `tool.operation`: those
     /// whose action scope is unconstrained, names the action, or names its
     /// tool group (`Action::"tool"`).
-    fn scoped_sets(&self, action: &CanonicalAction) -> Result<Arc<(PolicySet, PolicySet)>, String> {
+    fn scoped_sets(&self, action: &CanonicalAction, signals: &[String]) -> Result<Arc<(PolicySet, PolicySet)>, String> {
         let name = action.action_name();
-        if let Some(sets) = self.scoped.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&name) {
+        // Only signals that gate some policy change which policies run.
+        let gates: Vec<&String> = signals.iter().filter(|s| self.pack.gates.contains(*s)).collect();
+        let key = format!("{name}\u{0}{}", gates.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\u{0}"));
+        if let Some(sets) = self.scoped.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
             return Ok(sets.clone());
         }
         let uid = |id: &str| -> Result<EntityUid, String> {
@@ -1081,10 +1114,15 @@ impl Pdp {
             ))
         };
         let (own, group) = (uid(&name)?, uid(&action.tool)?);
-        let applies = |p: &cedar_policy::Policy| match p.action_constraint() {
-            cedar_policy::ActionConstraint::Any => true,
-            cedar_policy::ActionConstraint::Eq(a) => a == own,
-            cedar_policy::ActionConstraint::In(list) => list.iter().any(|a| *a == own || *a == group),
+        let applies = |p: &cedar_policy::Policy| {
+            let gated_out =
+                self.pack.meta.get(p.id()).and_then(|m| m.gate.as_ref()).is_some_and(|g| !gates.contains(&g));
+            !gated_out
+                && match p.action_constraint() {
+                    cedar_policy::ActionConstraint::Any => true,
+                    cedar_policy::ActionConstraint::Eq(a) => a == own,
+                    cedar_policy::ActionConstraint::In(list) => list.iter().any(|a| *a == own || *a == group),
+                }
         };
         let filter = |set: &PolicySet| -> Result<PolicySet, String> {
             PolicySet::from_policies(set.policies().filter(|p| applies(p)).cloned()).map_err(|e| e.to_string())
@@ -1094,14 +1132,14 @@ impl Pdp {
         if cache.len() >= SCOPED_CACHE {
             cache.clear();
         }
-        cache.insert(name, sets.clone());
+        cache.insert(key, sets.clone());
         Ok(sets)
     }
 
     /// Evaluate forbids and permits separately and sort out the errors.
-    fn evaluate(&self, action: &CanonicalAction, context: &Value) -> Result<Findings<'_>, String> {
+    fn evaluate(&self, action: &CanonicalAction, signals: &[String], context: &Value) -> Result<Findings<'_>, String> {
         let (request, entities) = self.request(action, context)?;
-        let sets = self.scoped_sets(action)?;
+        let sets = self.scoped_sets(action, signals)?;
         let mut findings = Findings { satisfied: Vec::new(), unknown: Vec::new(), hard: Vec::new() };
         for set in [&sets.0, &sets.1] {
             let response = self.authorizer.is_authorized(&request, set, &entities);

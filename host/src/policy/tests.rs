@@ -443,3 +443,24 @@ fn test_runner_folds_drift_like_the_context_log() {
     let results = testing::run(&pdp, &files, Some(&crate::pipeline::builtin_scores)).unwrap();
     assert!(results.iter().all(|r| r.passed), "{}", testing::table(&results));
 }
+
+#[test]
+// A policy gated on a signal is skipped without it, exactly as Cedar's
+// short-circuit would leave it: the unknown attribute after the gate only
+// matters (DEFER) when the gate holds.
+fn signal_gated_policies_match_cedar_short_circuit() {
+    let pdp = pack_with(
+        "",
+        &format!(
+            "{ALLOW_ALL} @id(\"g\") forbid(principal, action, resource) when {{ context.signals.contains(\"danger\") && context.evidence.approved == false }};"
+        ),
+        &[("detectors.toml", "[[detector]]\nid = \"danger\"\nfields = [\"command\"]\npattern = 'danger'\n")],
+    );
+    let s = SessionSummary::new("s");
+    assert_eq!(
+        pdp.decide(&act("shell", "exec", json!({"command": "ls"})), &s, &Scores::default()).decision,
+        Decision::Allow
+    );
+    let out = pdp.decide(&act("shell", "exec", json!({"command": "danger"})), &s, &Scores::default());
+    assert_eq!((out.decision, out.policy_ids.clone()), (Decision::Defer, vec!["g".to_owned()]));
+}
