@@ -5,6 +5,8 @@
 //!
 //! `cargo bench -p arbiter --bench pdp [-- --pack DIR] [--iterations N]`
 
+#![allow(clippy::panic, reason = "a benchmark aborts when its setup fails")]
+
 use std::time::Instant;
 
 use arbiter::context::{Entry, EntryKind, SessionSummary};

@@ -516,7 +516,7 @@ impl PolicyPack {
                         .parse::<i64>()
                         .map_err(|_| annotation_err(format!("`{id}`: `@priority` must be an integer")))?,
                 };
-                let transforms = Transform::parse_all(&policy).map_err(|e| annotation_err(format!("`{id}`: {e}")))?;
+                let transforms = Transform::parse_all(policy).map_err(|e| annotation_err(format!("`{id}`: {e}")))?;
                 if decision == Decision::Modify && transforms.is_empty() {
                     return Err(annotation_err(format!("`{id}`: a MODIFY policy needs a `@modify_*` transform")));
                 }
@@ -557,7 +557,7 @@ impl PolicyPack {
                         transforms,
                         min_confidence,
                         aligned_decision,
-                        gate: signal_gate(&policy),
+                        gate: signal_gate(policy),
                     },
                 );
                 let set = if effect == Effect::Forbid { &mut forbids } else { &mut permits };
