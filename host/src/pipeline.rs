@@ -197,7 +197,7 @@ impl Pipeline {
                 (Err(fault), _, _) | (_, Err(fault), _) | (_, _, Some(fault)) => fault_outcome(fault.clone()),
                 (Ok(a), Ok(s), None) => pdp.decide(a, s, &self.scores(s, a).await),
             };
-            let action = action.unwrap_or_else(|_| placeholder_action(integration, &request, Some(&requester)));
+            let action = action.unwrap_or_else(|_| stand_in_action(integration, &request, Some(&requester)));
             decided.push(Decided { action, outcome, receipt_id });
         }
 
@@ -288,7 +288,7 @@ impl Pipeline {
         let reason = format!("blocked: {}", fault.message);
         let response = plugin.blocking_reply(&reason);
         let d = Decided {
-            action: placeholder_action(integration, request, None),
+            action: stand_in_action(integration, request, None),
             outcome: fault_outcome(fault),
             receipt_id: uuid::Uuid::now_v7().to_string(),
         };
@@ -479,7 +479,7 @@ fn requester_context(r: &wit::Requester) -> Result<RequesterContext, Fault> {
 
 /// Stand-in action for a request that never became one: it records which
 /// request it was (digest and size), never its content.
-fn placeholder_action(
+fn stand_in_action(
     integration: &str,
     request: &wit::HttpRequest,
     requester: Option<&RequesterContext>,
