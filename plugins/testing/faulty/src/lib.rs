@@ -10,7 +10,7 @@
 //! | `none` | one well-formed action: `shell`/`exec` with `{"command":"ls"}` |
 //! | `trap` | panics, which traps the instance |
 //! | `loop` | spins forever, calling the clock import on every turn |
-//! | `memory` | allocates and touches 1 MiB blocks, keeping them all, until allocation fails |
+//! | `memory` | grows memory in 8 MiB blocks, keeping them all, until allocation fails |
 //! | `malformed` | an action whose `parameters-json` is not JSON |
 //! | `encode-trap` | decodes like `none`, then `encode` panics |
 //!
@@ -28,8 +28,10 @@ pub const BLOCKING_REPLY: &str = r#"{"decision":"deny","reason":"{{reason}}","bl
 /// Every fault `decode` understands.
 pub const FAULTS: &[&str] = &["none", "trap", "loop", "memory", "malformed", "encode-trap"];
 
-/// Size of each block the `memory` fault allocates.
-const MEMORY_BLOCK: usize = 1 << 20;
+/// Size of each block the `memory` fault allocates. Large blocks reach any
+/// cap in a few `memory.grow` calls, so the fault is the memory cap and never
+/// the deadline, however loaded the machine is.
+const MEMORY_BLOCK: usize = 8 << 20;
 
 /// The faulty adapter.
 pub struct Faulty;
@@ -126,14 +128,16 @@ fn spin() -> ! {
 }
 
 /// Never returns: allocates until the allocator fails, which aborts (traps).
-/// Blocks are written to and all kept alive, so the memory is really used.
+/// Every block is kept alive, so linear memory — what the host caps — only
+/// grows. Blocks are not touched page by page: that would spend the call's
+/// time budget on page faults, and a loaded machine would then report a
+/// deadline instead of the memory cap.
 fn exhaust_memory() -> ! {
     let mut blocks: Vec<Vec<u8>> = Vec::new();
     loop {
         let mut block = vec![0u8; MEMORY_BLOCK];
-        // One write per 4 KiB page commits it even where zeroed pages are lazy.
-        for (i, byte) in block.iter_mut().step_by(4096).enumerate() {
-            *byte = (i as u8) | 1;
+        if let Some(first) = block.first_mut() {
+            *first = 1;
         }
         blocks.push(std::hint::black_box(block));
     }
