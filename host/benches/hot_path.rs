@@ -80,7 +80,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// Request bodies with a `__SID__` placeholder for the session id, cycled in
+/// Request bodies with a `__SID__` slot for the session id, cycled in
 /// this order: 3 allowed, 2 denied.
 fn templates() -> Vec<String> {
     let bash = |cmd: &str| common::pre_tool_use_bash(cmd, "__SID__");

@@ -869,9 +869,11 @@ impl Pdp {
     /// outcome. Never fails: an evaluation error is a DENY with a fault.
     pub fn decide(&self, action: &CanonicalAction, session: &SessionSummary, scores: &Scores) -> PolicyOutcome {
         let pack = &self.pack;
-        let (signals, data_classes) = self.detect(action);
+        // One JSON view of the parameters, shared by every step below.
+        let params = Value::Object(action.parameters.clone());
+        let (signals, data_classes) = self.detect(action, &params);
         let risk = session_risk(session, &pack.risk.private_classes);
-        let context = cedar_context(action, session, &signals, &data_classes, scores, risk);
+        let context = cedar_context(action, &params, session, &signals, &data_classes, scores, risk);
         let mut out = PolicyOutcome {
             decision: Decision::Deny,
             classification: None,
@@ -898,23 +900,22 @@ impl Pdp {
         // 0. Parameters against the pack's schema.
         let name = action.action_name();
         let mut repaired = None;
-        if let Some(schema) = pack.schemas.get(&name) {
-            let params = Value::Object(action.parameters.clone());
-            if let Some(error) = schema.validator.iter_errors(&params).next() {
-                let message = format!("{error} at `{}`", error.instance_path);
-                let mut fixed = action.parameters.clone();
-                schema.repair.iter().for_each(|t| t.apply(&mut fixed));
-                if schema.repair.is_empty() || !schema.validator.is_valid(&Value::Object(fixed.clone())) {
-                    return set(
-                        out,
-                        Decision::Deny,
-                        None,
-                        format!("parameters rejected by the pack's schema for `{name}`: {message}"),
-                        vec![format!("arbiter.validation.{name}")],
-                    );
-                }
-                repaired = Some((fixed, message));
+        if let Some(schema) = pack.schemas.get(&name)
+            && let Some(error) = schema.validator.iter_errors(&params).next()
+        {
+            let message = format!("{error} at `{}`", error.instance_path);
+            let mut fixed = action.parameters.clone();
+            schema.repair.iter().for_each(|t| t.apply(&mut fixed));
+            if schema.repair.is_empty() || !schema.validator.is_valid(&Value::Object(fixed.clone())) {
+                return set(
+                    out,
+                    Decision::Deny,
+                    None,
+                    format!("parameters rejected by the pack's schema for `{name}`: {message}"),
+                    vec![format!("arbiter.validation.{name}")],
+                );
             }
+            repaired = Some((fixed, message));
         }
 
         let findings = match self.evaluate(action, &out.signals, &context) {
@@ -1181,7 +1182,7 @@ impl Pdp {
     }
 
     /// Run every applicable detector over the action.
-    fn detect(&self, action: &CanonicalAction) -> (Vec<String>, Vec<String>) {
+    fn detect(&self, action: &CanonicalAction, params: &Value) -> (Vec<String>, Vec<String>) {
         let name = action.action_name();
         let mut signals = BTreeSet::new();
         let mut classes = BTreeSet::new();
@@ -1195,7 +1196,7 @@ impl Pdp {
                     "$target" => action.resource.as_deref().is_some_and(|s| scan(&d.pattern, s)),
                     "*" => {
                         action.resource.as_deref().is_some_and(|s| scan(&d.pattern, s))
-                            || any_string(&Value::Object(action.parameters.clone()), 0, &mut |s| scan(&d.pattern, s))
+                            || any_string(params, 0, &mut |s| scan(&d.pattern, s))
                     }
                     key => action.parameters.get(key).is_some_and(|v| any_string(v, 0, &mut |s| scan(&d.pattern, s))),
                 };
@@ -1211,7 +1212,7 @@ impl Pdp {
             }
         }
         // Built-in content detectors (keys, tokens, PII), whatever the pack.
-        let mut found = self.classifier.classify_value(&Value::Object(action.parameters.clone()));
+        let mut found = self.classifier.classify_value(params);
         if let Some(r) = &action.resource {
             found.merge(self.classifier.classify_text(r));
         }
@@ -1387,6 +1388,7 @@ fn any_string(v: &Value, depth: usize, f: &mut dyn FnMut(&str) -> bool) -> bool 
 /// intent; `evidence` holds facts gathered for deferred actions.
 fn cedar_context(
     action: &CanonicalAction,
+    params: &Value,
     session: &SessionSummary,
     signals: &[String],
     data_classes: &[String],
@@ -1403,7 +1405,7 @@ fn cedar_context(
         "integration": action.integration,
         "target": action.resource.clone().unwrap_or_default(),
         "cwd": action.requester_context.attributes.get("cwd").and_then(Value::as_str).unwrap_or_default(),
-        "parameters": cedar_safe(&Value::Object(action.parameters.clone()), 0).unwrap_or_else(|| json!({})),
+        "parameters": cedar_safe(params, 0).unwrap_or_else(|| json!({})),
         "signals": signals,
         "data_classes": data_classes,
         "risk": permille(risk),

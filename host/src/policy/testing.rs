@@ -247,7 +247,7 @@ fn check(file: &str, case: &str, step: usize, expect: &Expect, outcome: &PolicyO
 }
 
 /// A canonical action from a test case (missing fields get test defaults).
-fn action_from(v: &Value) -> Result<CanonicalAction, String> {
+pub(crate) fn action_from(v: &Value) -> Result<CanonicalAction, String> {
     let s = |k: &str| v.get(k).and_then(Value::as_str);
     let rc = v.get("requester_context").cloned().unwrap_or_else(|| json!({}));
     let rs = |k: &str| rc.get(k).and_then(Value::as_str).map(str::to_owned);

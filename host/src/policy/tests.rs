@@ -3,32 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 use super::*;
-use crate::model::{AssertedBy, RequesterContext};
 
 fn action_from(v: &Value) -> CanonicalAction {
-    let rc = v.get("requester_context").cloned().unwrap_or(json!({"session": "test"}));
-    CanonicalAction {
-        action_id: "test".to_owned(),
-        timestamp: "2026-11-23T00:00:00.000Z".to_owned(),
-        tool: v["tool"].as_str().unwrap().to_owned(),
-        operation: v["operation"].as_str().unwrap().to_owned(),
-        parameters: v.get("parameters").and_then(Value::as_object).cloned().unwrap_or_default(),
-        resource: v.get("resource").and_then(Value::as_str).map(str::to_owned),
-        original_tool: v.get("original_tool").and_then(Value::as_str).unwrap_or_default().to_owned(),
-        event_kind: v.get("event_kind").and_then(Value::as_str).unwrap_or("PreToolUse").to_owned(),
-        integration: v.get("integration").and_then(Value::as_str).unwrap_or("claude-code").to_owned(),
-        requester_context: RequesterContext {
-            session: rc["session"].as_str().unwrap_or("test").to_owned(),
-            human: rc.get("human").and_then(Value::as_str).map(str::to_owned),
-            agent: rc.get("agent").and_then(Value::as_str).map(str::to_owned),
-            service: rc.get("service").and_then(Value::as_str).map(str::to_owned),
-            roles: serde_json::from_value(rc.get("roles").cloned().unwrap_or(json!([]))).unwrap(),
-            scope: Vec::new(),
-            delegation_chain: Vec::new(),
-            asserted_by: AssertedBy::Caller,
-            attributes: Map::new(),
-        },
-    }
+    testing::action_from(v).unwrap()
 }
 
 #[test]

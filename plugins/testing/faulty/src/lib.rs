@@ -205,7 +205,7 @@ mod tests {
         }
     }
 
-    // The blocking reply is JSON with the reason placeholder.
+    // The blocking reply is JSON with the `{{reason}}` slot.
     #[test]
     fn blocking_reply_shape() {
         let info = Faulty::describe();
