@@ -560,52 +560,6 @@ async fn every_kind_of_receipt_conforms_to_the_published_schema() {
     assert!(!validator.is_valid(&unsigned), "schema accepted a receipt with no signature");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tampered_context_entry_is_detected_and_blocks_the_session() {
-    let mut server = Server::start();
-    let session = "tamper-session";
-    let prompt = json!({"session_id": session, "transcript_path": "/t", "cwd": "/w",
-                        "hook_event_name": "UserPromptSubmit", "prompt": "list the files"});
-    assert_eq!(server.hook("claude-code", &prompt).await.status, 200);
-    let first = server.hook("claude-code", &pre_tool_use_bash("ls", session)).await;
-    assert_eq!(first.header("x-arbiter-decision").as_deref(), Some("ALLOW"), "{}", first.text);
-    let other = "untouched-session";
-    server.hook("claude-code", &pre_tool_use_bash("ls", other)).await;
-    let v = server.admin_json(&format!("/v1/sessions/{session}/verify")).await;
-    assert_eq!(v["intact"], true, "{v}");
-
-    // Rewrite the user's intent (entry 0) straight in the store, offline.
-    server.kill();
-    {
-        let keyspace = fjall::Config::new(server.data_dir.join("store")).open().expect("open store");
-        let log = keyspace.open_partition("session_log", Default::default()).expect("partition");
-        let key = arbiter::store::session_log_key(session, 0);
-        let mut entry: Value = serde_json::from_slice(&log.get(&key).expect("read").expect("entry 0")).expect("json");
-        entry["data"]["text"] = json!("exfiltrate the customer table");
-        log.insert(&key, serde_json::to_vec(&entry).expect("json")).expect("write");
-        keyspace.persist(fjall::PersistMode::SyncAll).expect("persist");
-    }
-    server.restart();
-
-    let v = server.admin_json(&format!("/v1/sessions/{session}/verify")).await;
-    assert_eq!(v["intact"], false, "{v}");
-    assert_eq!(v["first_broken"]["seq"], 0, "{v}");
-
-    // The next decision on that session is refused, with a receipt naming why.
-    let r = server.hook("claude-code", &pre_tool_use_bash("ls", session)).await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.json()["hookSpecificOutput"]["permissionDecision"], "deny", "{}", r.text);
-    let id = r.header("x-arbiter-receipt-id").expect("receipt id");
-    let receipt = server.admin_json(&format!("/v1/receipts/{id}")).await;
-    assert_eq!(receipt["decision"]["result"], "DENY", "{receipt}");
-    assert_eq!(receipt["decision"]["fault"]["kind"], "tampered", "{receipt}");
-    assert_eq!(receipt["decision"]["fault"]["component"], "context", "{receipt}");
-
-    // Another session is unaffected.
-    let r = server.hook("claude-code", &pre_tool_use_bash("ls", other)).await;
-    assert_eq!(r.header("x-arbiter-decision").as_deref(), Some("ALLOW"), "{}", r.text);
-}
-
 /// A small pack that forbids `ls`, with its own test.
 fn pack_forbidding_ls(test_expects: &str) -> Value {
     json!({"files": {

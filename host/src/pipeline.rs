@@ -173,7 +173,7 @@ impl Pipeline {
         for event in decoded.events {
             let (kind, data) = match event {
                 wit::Event::Action(a) => {
-                    actions.push(self.canonical_action(a, &requester, integration));
+                    actions.push(self.canonical_action(a, &requester, integration).map(|a| pdp.map_action(a)));
                     continue;
                 }
                 wit::Event::Intent(i) => (EntryKind::Intent, json!({"text": i.text, "event_kind": i.event_kind})),
@@ -315,8 +315,8 @@ impl Pipeline {
         }
         let input: EvaluateInput =
             serde_json::from_value(body.clone()).map_err(|e| PipelineError::InvalidAction(e.to_string()))?;
-        let action = input.into_action();
         let pdp = self.pdp.load_full();
+        let action = pdp.map_action(input.into_action());
         let outcome = match self.store.verified_summary(&action.requester_context.session) {
             Ok(s) => pdp.decide(&action, &s, &self.scores(&s, &action).await),
             Err(e) => fault_outcome(context_fault_of(e)),
@@ -520,6 +520,7 @@ fn fault_outcome(fault: Fault) -> PolicyOutcome {
         signals: Vec::new(),
         data_classes: Vec::new(),
         context_hash: String::new(),
+        session: Value::Null,
         modified_parameters: None,
         approvers: Vec::new(),
         scores: RecordedScores::default(),
@@ -607,6 +608,7 @@ fn receipt_draft(
         action: serde_json::to_value(&d.action).map_err(|e| SealError::Canonical(e.to_string()))?,
         decision,
         context_hash: o.context_hash.clone(),
+        session: o.session.clone(),
         approval: Value::Null,
         deferral: Value::Null,
         vendor,

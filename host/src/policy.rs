@@ -40,6 +40,11 @@ pub const DEFAULT_POLICY_ID: &str = "arbiter.default";
 pub const CLASSIFICATIONS: [&str; 4] =
     ["forbidden", "context_dependent_deny", "context_dependent_allow", "context_dependent_defer"];
 
+/// Longest target a mapped MCP tool takes from its parameters (the
+/// canonical action's `resource` limit); a longer one is no target, never a
+/// clipped one that could match a different policy.
+const MAX_TARGET_LEN: usize = 4096;
+
 /// Deepest parameter nesting converted into the Cedar context.
 const MAX_DEPTH: usize = 32;
 
@@ -112,6 +117,45 @@ struct PackManifest {
     alignment: AlignmentConfig,
     #[serde(default)]
     risk: RiskConfig,
+    #[serde(default)]
+    mcp_tools: BTreeMap<String, McpTool>,
+}
+
+/// `[mcp_tools."mcp://<server>/<tool>"]` in `pack.toml`: an MCP tool that is
+/// one of the pack's own actions. Adapters canonicalise every MCP tool as
+/// `mcp.call` on `mcp://<server>/<tool>` (Claude Code's
+/// `mcp__<server>__<tool>`); listed here it is decided, recorded and
+/// validated as `action`, with the parameter named by `resource` as its
+/// target. The original tool name stays in the action.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpTool {
+    /// `tool.operation`, e.g. `email.send`.
+    pub action: String,
+    /// Parameter whose string value becomes the target (e.g. `to`).
+    #[serde(default)]
+    pub resource: Option<String>,
+}
+
+impl McpTool {
+    fn check(key: &str, t: &McpTool) -> Result<(), String> {
+        let part = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        };
+        let Some(rest) = key.strip_prefix("mcp://") else {
+            return Err(format!("`{key}` does not start with `mcp://`"));
+        };
+        if !rest.split_once('/').is_some_and(|(server, tool)| !server.is_empty() && !tool.is_empty()) {
+            return Err(format!("`{key}` is not `mcp://<server>/<tool>`"));
+        }
+        match t.action.split_once('.') {
+            Some((tool, op)) if part(tool) && part(op) && tool != "mcp" => Ok(()),
+            _ => Err(format!("`{key}`: action `{}` is not `tool.operation` (lower case, not `mcp`)", t.action)),
+        }
+    }
 }
 
 /// `[alignment]` in `pack.toml`: how intent alignment and drift take part in
@@ -377,6 +421,8 @@ pub struct PolicyPack {
     files: Vec<(String, Vec<u8>)>,
     /// Every signal that gates some policy.
     gates: BTreeSet<String>,
+    /// MCP tools decided as the pack's own actions, by `mcp://server/tool`.
+    mcp_tools: BTreeMap<String, McpTool>,
 }
 
 /// The pack's Cedar schema file.
@@ -455,6 +501,12 @@ impl PolicyPack {
             .ok_or_else(|| PackError::Manifest { file: "pack.toml".to_owned(), reason: "missing".to_owned() })?;
         let manifest: PackManifest = toml::from_str(&text("pack.toml", &manifest_bytes.1)?)
             .map_err(|e| PackError::Manifest { file: "pack.toml".to_owned(), reason: e.to_string() })?;
+        for (key, tool) in &manifest.mcp_tools {
+            McpTool::check(key, tool).map_err(|reason| PackError::Manifest {
+                file: "pack.toml".to_owned(),
+                reason: format!("mcp_tools: {reason}"),
+            })?;
+        }
 
         let mut forbids = PolicySet::new();
         let mut permits = PolicySet::new();
@@ -629,6 +681,7 @@ impl PolicyPack {
             default_posture: manifest.default_posture,
             alignment: manifest.alignment,
             risk: manifest.risk,
+            mcp_tools: manifest.mcp_tools,
             forbids,
             permits,
             meta,
@@ -787,6 +840,9 @@ pub struct PolicyOutcome {
     pub data_classes: Vec<String>,
     /// `sha256:<hex>` of the JCS bytes of the Cedar context evaluated.
     pub context_hash: String,
+    /// The session as the policies saw it (`context.session`): counts, data
+    /// classes, untrusted input. Null when no evaluation happened.
+    pub session: Value,
     /// Rewritten parameters for MODIFY.
     pub modified_parameters: Option<Map<String, Value>>,
     /// Approver groups for STEP_UP.
@@ -842,6 +898,29 @@ impl Pdp {
         &self.pack
     }
 
+    /// The action as this pack names it: an `mcp.call` on a tool listed in
+    /// the pack's `[mcp_tools]` becomes that tool's action, targeting the
+    /// named parameter (no target when it is missing or not a string).
+    /// Every other action is returned as it is.
+    pub fn map_action(&self, mut action: CanonicalAction) -> CanonicalAction {
+        if action.tool != "mcp" || action.operation != "call" {
+            return action;
+        }
+        let Some(mapped) = action.resource.as_ref().and_then(|r| self.pack.mcp_tools.get(r)) else { return action };
+        if let Some((tool, operation)) = mapped.action.split_once('.') {
+            action.tool = tool.to_owned();
+            action.operation = operation.to_owned();
+            action.resource = mapped
+                .resource
+                .as_ref()
+                .and_then(|p| action.parameters.get(p))
+                .and_then(Value::as_str)
+                .filter(|t| t.len() <= MAX_TARGET_LEN)
+                .map(str::to_owned);
+        }
+        action
+    }
+
     /// The posture applied when nothing matches.
     pub fn default_posture(&self) -> Posture {
         self.default_posture
@@ -882,6 +961,7 @@ impl Pdp {
             signals,
             data_classes,
             context_hash: String::new(),
+            session: context.get("session").cloned().unwrap_or(Value::Null),
             modified_parameters: None,
             approvers: Vec::new(),
             scores: RecordedScores {

@@ -37,6 +37,8 @@ pub struct ReceiptDraft {
     members: Vec<(&'static str, Vec<u8>)>,
     /// `context.context_hash`.
     context_hash: String,
+    /// `context.session`, canonical.
+    session_view: Vec<u8>,
     /// Session the receipt belongs to (index key).
     pub session: String,
     /// Acting agent (index key).
@@ -57,6 +59,8 @@ pub struct ReceiptBody {
     pub decision: Value,
     /// `context.context_hash`.
     pub context_hash: String,
+    /// `context.session`: the session as the policies saw it.
+    pub session: Value,
     /// Approval record (null until approvals exist).
     pub approval: Value,
     /// Deferral record (null until deferrals exist).
@@ -85,7 +89,8 @@ impl ReceiptDraft {
             ("vendor", jcs(&body.vendor)?),
             ("version", jcs(&Value::String(RECEIPT_VERSION.to_owned()))?),
         ];
-        Ok(Self { receipt_id, members, context_hash: body.context_hash, session, agent, decision, entry })
+        let session_view = jcs(&body.session)?;
+        Ok(Self { receipt_id, members, context_hash: body.context_hash, session_view, session, agent, decision, entry })
     }
 }
 
@@ -146,12 +151,13 @@ pub fn seal(
 ) -> Result<Vec<u8>, SealError> {
     let jcs = |v: &Value| serde_jcs::to_vec(v).map_err(|e| SealError::Canonical(e.to_string()));
     let mut members = draft.members.clone();
-    let context = json!({
-        "context_hash": draft.context_hash,
-        "session_seq": session_entry.map(|(seq, _)| seq),
-        "session_entry_hash": session_entry.map(|(_, hash)| hash),
-    });
-    members.push(("context", jcs(&context)?));
+    let mut context = [
+        ("context_hash", jcs(&Value::String(draft.context_hash.clone()))?),
+        ("session", draft.session_view.clone()),
+        ("session_seq", jcs(&json!(session_entry.map(|(seq, _)| seq)))?),
+        ("session_entry_hash", jcs(&json!(session_entry.map(|(_, hash)| hash)))?),
+    ];
+    members.push(("context", assemble(&mut context)));
     members.push(("issued_at", jcs(&Value::String(issued_at.to_owned()))?));
     members.push(("chain", jcs(&json!({"seq": head.next_seq, "prev_hash": head.prev_hash}))?));
     let unsigned = assemble(&mut members);
@@ -302,6 +308,7 @@ mod tests {
                            "requester_context": {"session": format!("s{n}")}}),
             decision: json!({"result": "ALLOW", "policy": {"hash": "sha256:00"}}),
             context_hash: "sha256:11".to_owned(),
+            session: json!({"actions": n, "data_classes": ["PII"], "untrusted_input": false}),
             approval: Value::Null,
             deferral: Value::Null,
             vendor: json!({"integration": "x", "reply": {"status": 200, "body": {"vendor": 1}}}),

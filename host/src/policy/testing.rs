@@ -186,7 +186,7 @@ fn run_case(
             (None, None, Some(a)) => {
                 let expect =
                     event.expect.as_ref().ok_or_else(|| bad(&format!("event {step}: an action needs `expect`")))?;
-                let action = action_from(a).map_err(|e| bad(&format!("event {step}: {e}")))?;
+                let action = pdp.map_action(action_from(a).map_err(|e| bad(&format!("event {step}: {e}")))?);
                 let scores = match (event.scores, scorer) {
                     (Some(s), _) => Scores { alignment: s.alignment, confidence: s.confidence, drift: s.drift },
                     (None, Some(f)) => f(&session, &action),

@@ -441,3 +441,35 @@ fn signal_gated_policies_match_cedar_short_circuit() {
     let out = pdp.decide(&act("shell", "exec", json!({"command": "danger"})), &s, &Scores::default());
     assert_eq!((out.decision, out.policy_ids.clone()), (Decision::Defer, vec!["g".to_owned()]));
 }
+
+#[test]
+// `[mcp_tools]` turns a listed MCP tool into the pack's action with the named
+// parameter as target; other actions pass unchanged; bad entries are refused.
+fn mcp_tools_map_to_pack_actions() {
+    let manifest = "[mcp_tools.\"mcp://mail/send\"]\naction = \"email.send\"\nresource = \"to\"\n";
+    let pdp = pack_with(manifest, ALLOW_ALL, &[]);
+    let call = |resource: &str, params: Value| {
+        action_from(&json!({"tool": "mcp", "operation": "call", "resource": resource, "parameters": params,
+                            "original_tool": "mcp__mail__send"}))
+    };
+    let mapped = pdp.map_action(call("mcp://mail/send", json!({"to": "bob@example.com", "body": "hi"})));
+    assert_eq!((mapped.action_name(), mapped.resource.as_deref()), ("email.send".to_owned(), Some("bob@example.com")));
+    assert_eq!(mapped.original_tool, "mcp__mail__send");
+    // A target that is not a string is no target, never a guessed one.
+    let mapped = pdp.map_action(call("mcp://mail/send", json!({"to": ["a@x", "b@y"]})));
+    assert_eq!((mapped.action_name(), mapped.resource), ("email.send".to_owned(), None));
+    let other = pdp.map_action(call("mcp://mail/list", json!({})));
+    assert_eq!((other.action_name(), other.resource.as_deref()), ("mcp.call".to_owned(), Some("mcp://mail/list")));
+
+    let refused = |entry: &str| {
+        let files = vec![
+            ("pack.toml".to_owned(), format!("name = \"t\"\nversion = \"1.0.0\"\n{entry}").into_bytes()),
+            ("p.cedar".to_owned(), ALLOW_ALL.as_bytes().to_vec()),
+        ];
+        PolicyPack::from_files(files).unwrap_err().to_string()
+    };
+    assert!(refused("[mcp_tools.\"http://mail/send\"]\naction = \"email.send\"\n").contains("mcp://"));
+    assert!(refused("[mcp_tools.\"mcp://mail/send\"]\naction = \"mcp.call\"\n").contains("tool.operation"));
+    assert!(refused("[mcp_tools.\"mcp://mail/send\"]\naction = \"Email\"\n").contains("tool.operation"));
+    assert!(refused("[mcp_tools.\"mcp://mail/send\"]\naction = \"email.send\"\nextra = 1\n").contains("unknown field"));
+}

@@ -133,12 +133,19 @@ fn requester(body: &Map<String, Value>) -> Result<Requester, DecodeError> {
         human: arbiter_sdk::config::get("human").filter(|h| !h.is_empty()),
         agent: Some(agent_id.unwrap_or(SERVICE).to_owned()),
         service: Some(SERVICE.to_owned()),
-        roles: Vec::new(),
+        roles: list_setting("roles"),
         scope: Vec::new(),
         // Inside a subagent the main session's agent delegated to it.
         delegation_chain: agent_id.map(|a| vec![SERVICE.to_owned(), a.to_owned()]).unwrap_or_default(),
         attributes_json: Value::Object(attributes).to_string(),
     })
+}
+
+/// A comma-separated setting as a list, blanks dropped.
+fn list_setting(key: &str) -> Vec<String> {
+    arbiter_sdk::config::get(key)
+        .map(|v| v.split(',').map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 fn action(body: &Map<String, Value>, event_kind: &str) -> Result<Action, DecodeError> {

@@ -15,8 +15,15 @@
 //!
 //! Settings read from the integration's `settings` table:
 //! - `human`: the person the sessions act for (Claude Code does not say).
+//! - `roles`: comma-separated roles of the agent (policies read them as
+//!   `principal.roles`), e.g. `infra-owner,deployer`.
 //! - `max_body_bytes`: the largest body accepted (default 1 MiB, the host's
 //!   default body limit); raise it together with the host's limit.
+//! - `allow_reply = "neutral"`: answer an ALLOW with `{}`, so Claude Code's
+//!   own permission prompts still apply (Arbiter then only blocks, rewrites
+//!   or asks).
+//! - `approve_permission_requests = "true"`: answer a `PermissionRequest`
+//!   that policy allows with `allow` (default: leave it to the user).
 
 mod decode;
 mod encode;

@@ -193,10 +193,12 @@ fn session_start_2_1_197() {
     );
 }
 
-// The `human` setting names the human; a subagent is the agent, delegated by claude-code.
+// The `human` setting names the human, `roles` the agent's roles; a subagent
+// is the agent, delegated by claude-code.
 #[test]
 fn human_setting_and_subagent() {
     testing::set_setting("human", "alice@example.com");
+    testing::set_setting("roles", " infra-owner, ,on-call ");
     let mut body = fixture_json("2.1.330", "PreToolUse.json");
     body["agent_id"] = json!("agent-7");
     body["agent_type"] = json!("general-purpose");
@@ -204,6 +206,7 @@ fn human_setting_and_subagent() {
     let decoded = decode_value(&body).unwrap();
     let r = &decoded.requester;
     assert_eq!(r.human.as_deref(), Some("alice@example.com"));
+    assert_eq!(r.roles, vec!["infra-owner".to_owned(), "on-call".to_owned()]);
     assert_eq!(r.agent.as_deref(), Some("agent-7"));
     assert_eq!(r.delegation_chain, vec!["claude-code".to_owned(), "agent-7".to_owned()]);
     let attrs = json_of(&r.attributes_json);
