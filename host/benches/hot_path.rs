@@ -1,8 +1,13 @@
 //! Load benchmark of the hook hot path: drives the real `arbiter serve`
-//! (release build, default config, durable receipts on) over loopback with
-//! Claude Code 2.1.330 `PreToolUse` payloads, allowed and denied mixed.
+//! (release build, default config: the bundled baseline pack, durable
+//! receipts on) over loopback with Claude Code 2.1.330 `PreToolUse` payloads,
+//! allowed and denied mixed.
 //!
 //! Phases:
+//! 0. seeding: each of `SESSIONS` sessions gets a user intent and
+//!    `PRIOR_ACTIONS` decided actions, so every measured decision runs on a
+//!    long session (context accumulation, alignment scoring and drift
+//!    included);
 //! 1. closed loop: `--concurrency` clients on keep-alive HTTP/1.1 connections,
 //!    each sending its next request as soon as the previous reply arrived;
 //!    reports decisions/s and latency.
@@ -78,6 +83,17 @@ fn parse_args() -> Result<Args, String> {
         args.warmup = Duration::from_millis(500);
     }
     Ok(args)
+}
+
+/// Sessions the load is spread over.
+const SESSIONS: u64 = 32;
+/// Decided actions in each session before measuring starts.
+const PRIOR_ACTIONS: u64 = 200;
+/// What the user asked for in every bench session.
+const INTENT: &str = "tidy up the project: check the git status, list the files and read the README";
+
+fn session_id(n: u64) -> String {
+    format!("bench-s{}", n % SESSIONS)
 }
 
 /// Request bodies with a `__SID__` slot for the session id, cycled in
@@ -216,9 +232,7 @@ async fn closed_loop(target: Arc<Target>, args: &Args) -> ClosedResult {
                 if t0 >= end {
                     break;
                 }
-                // A new session every 256 requests, distinct per client.
-                let session = format!("bench-c{w}-{}", n / 256);
-                let r = target.send(&client, n, &session).await;
+                let r = target.send(&client, n, &session_id(w as u64)).await;
                 let t1 = Instant::now();
                 if t0 >= measure_from {
                     counts.record(&r);
@@ -278,8 +292,7 @@ async fn open_loop(target: Arc<Target>, rate: u64, duration: Duration, record: b
                 let hist = hist.clone();
                 let done = done_tx.clone();
                 handle.spawn(async move {
-                    let session = format!("bench-o{}", i / 256);
-                    let r = target.send(&client, i, &session).await;
+                    let r = target.send(&client, i, &session_id(i)).await;
                     let us = Instant::now().duration_since(scheduled).as_micros().max(1) as u64;
                     if record {
                         counts.record(&r);
@@ -302,6 +315,40 @@ async fn open_loop(target: Arc<Target>, rate: u64, duration: Duration, record: b
     let _ = scheduler.join();
     let hist = hist.lock().map(|h| h.clone()).unwrap_or_else(|_| new_hist());
     OpenResult { hist, counts, scheduled: total, late_starts: late.load(Ordering::Relaxed) }
+}
+
+/// Give every session its intent and `PRIOR_ACTIONS` decided actions.
+async fn seed(target: Arc<Target>) -> u64 {
+    let mut tasks = Vec::new();
+    for s in 0..SESSIONS {
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = client(1);
+            let mut prompt = common::fixture("UserPromptSubmit.json");
+            prompt["session_id"] = Value::from(session_id(s));
+            prompt["prompt"] = Value::from(INTENT);
+            let sent = client
+                .post(&target.url)
+                .header("authorization", &target.auth)
+                .header("content-type", "application/json")
+                .body(prompt.to_string())
+                .send()
+                .await;
+            assert!(sent.is_ok_and(|r| r.status() == 200), "seeding the intent failed");
+            let mut failed = 0;
+            for n in 0..PRIOR_ACTIONS {
+                if matches!(target.send(&client, n, &session_id(s)).await, Outcome::Error | Outcome::Other) {
+                    failed += 1;
+                }
+            }
+            failed
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await.expect("seed task");
+    }
+    failed
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -332,6 +379,13 @@ fn main() {
         templates: templates(),
     });
     let pid = server.pid();
+    let pack = rt.block_on(server.admin_json("/v1/policies"));
+    let pack = &pack["active"];
+
+    eprintln!("hot_path: seeding {SESSIONS} sessions with an intent and {PRIOR_ACTIONS} actions each");
+    let seeding = Instant::now();
+    let seed_failures = rt.block_on(seed(target.clone()));
+    let seeding = seeding.elapsed();
 
     eprintln!("hot_path: closed loop, {} clients, {:?} warm-up + {:?}", args.concurrency, args.warmup, args.duration);
     let closed = rt.block_on(closed_loop(target.clone(), &args));
@@ -346,13 +400,21 @@ fn main() {
 
     let c = &closed.counts;
     let o = &open.counts;
-    let errors = c.errors.load(Ordering::Relaxed) + o.errors.load(Ordering::Relaxed);
+    let errors = c.errors.load(Ordering::Relaxed) + o.errors.load(Ordering::Relaxed) + seed_failures;
     println!();
     println!("=== arbiter hot_path ===");
     println!(
         "machine: {} cpus; client threads {}; durable receipts on (default config)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         args.client_threads
+    );
+    println!(
+        "policy pack: {} {} ({} policies); {SESSIONS} sessions, each with an intent and {PRIOR_ACTIONS} prior \
+         actions before measuring (seeded in {:.1}s)",
+        pack["pack"].as_str().unwrap_or("?"),
+        pack["version"].as_str().unwrap_or("?"),
+        pack["policies"],
+        seeding.as_secs_f64()
     );
     println!(
         "closed loop: concurrency {} for {}s: {:.0} decisions/s (ALLOW {}, DENY {}, other {}, errors {})",

@@ -224,12 +224,15 @@ impl Store {
         };
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let poisoned = Arc::new(AtomicBool::new(false));
+        let verified = Arc::default();
         let mut writer = Writer {
             parts: parts.clone(),
             key,
             head,
             last_ms: 0,
             summaries: HashMap::new(),
+            touched: HashMap::new(),
+            verified: Arc::clone(&verified),
             max_batch,
             poisoned: poisoned.clone(),
         };
@@ -237,7 +240,7 @@ impl Store {
             .name("arbiter-writer".to_owned())
             .spawn(move || writer.run(&rx))
             .map_err(|_| StoreError::Unavailable("cannot start the writer thread"))?;
-        Ok(Self { parts, tx, poisoned, verified: Arc::default() })
+        Ok(Self { parts, tx, poisoned, verified })
     }
 
     /// Put the store in the state a failed fsync leaves it in (tests of the
@@ -503,6 +506,11 @@ struct Writer {
     head: ChainHead,
     last_ms: u64,
     summaries: HashMap<String, SessionSummary>,
+    /// Sessions the batch being built appends to, with how many entries
+    /// each had before it.
+    touched: HashMap<String, u64>,
+    /// The store's verified-summary cache (see [`Store::verified_summary`]).
+    verified: Arc<std::sync::Mutex<HashMap<String, SessionSummary>>>,
     max_batch: usize,
     poisoned: Arc<AtomicBool>,
 }
@@ -548,6 +556,7 @@ impl Writer {
     fn chain_entry(&mut self, batch: &mut fjall::Batch, draft: EntryDraft, at: &str) -> Result<Entry, StoreError> {
         let mut summary = self.summary(&draft.session_id)?;
         let seq = summary.entries;
+        self.touched.entry(draft.session_id.clone()).or_insert(seq);
         let hash = Entry::compute_hash(seq, draft.kind, at, &draft.data, &summary.head_hash);
         let entry = Entry {
             seq,
@@ -598,6 +607,7 @@ impl Writer {
         let result = batch.commit().and_then(|()| self.parts.keyspace.persist(PersistMode::SyncAll));
         match result {
             Ok(()) => {
+                self.publish_verified();
                 for d in done {
                     match d {
                         Done::Receipt(reply, c) => drop(reply.send(Ok(c))),
@@ -610,6 +620,7 @@ impl Writer {
                 // Nothing is written after this, so the in-memory head and
                 // summaries (now ahead of the disk) are never used again.
                 self.poisoned.store(true, Ordering::Release);
+                self.touched.clear();
                 let msg = e.to_string();
                 for d in done {
                     match d {
@@ -617,6 +628,28 @@ impl Writer {
                         Done::Entry(reply, _) => drop(reply.send(Err(StoreError::Corrupt(msg.clone())))),
                     }
                 }
+            }
+        }
+    }
+
+    /// Extend the verified-summary cache by the entries just made durable:
+    /// this writer hashed them itself, so reading them back to verify them
+    /// again would prove nothing. Only a session whose cached verified state
+    /// is exactly where this batch started (or a new session) is extended;
+    /// any other is left to a full check on its next use.
+    fn publish_verified(&mut self) {
+        let mut verified = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (session, before) in self.touched.drain() {
+            let Some(summary) = self.summaries.get(&session) else { continue };
+            let extends = match verified.get(&session) {
+                Some(v) => v.entries == before,
+                None => before == 0,
+            };
+            if extends {
+                if verified.len() >= SUMMARY_CACHE {
+                    verified.clear();
+                }
+                verified.insert(session, summary.clone());
             }
         }
     }
