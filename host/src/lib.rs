@@ -93,16 +93,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let pdp = Arc::new(policy::Pdp::new(pack, config.default_posture));
 
     let plugins = Arc::new(plugins::PluginHost::new(&config.plugins)?);
-    let loader = plugins.clone();
-    let dir = config.plugin_dir();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        for (name, bytes) in plugins::bundled::BUNDLED {
-            loader.load(&format!("bundled:{name}"), bytes)?;
-        }
-        loader.load_dir(&dir)?;
-        Ok(())
-    })
-    .await??;
+    for (name, bytes) in plugins::bundled::BUNDLED {
+        plugins.load(&format!("bundled:{name}"), Arc::from(*bytes)).await?;
+    }
+    plugins.load_dir(&config.plugin_dir()).await?;
     for (name, integration) in &config.integrations {
         anyhow::ensure!(
             plugins.get(&integration.plugin).is_some(),

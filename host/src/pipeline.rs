@@ -724,10 +724,10 @@ mod tests {
 
     /// The real pipeline: bundled Claude Code plugin, bundled pack, a fjall
     /// store in a temporary directory.
-    fn pipeline(dir: &std::path::Path) -> Pipeline {
+    async fn pipeline(dir: &std::path::Path) -> Pipeline {
         let plugins = Arc::new(PluginHost::new(&PluginLimits::default()).unwrap());
         for (name, bytes) in crate::plugins::bundled::BUNDLED {
-            plugins.load(name, bytes).unwrap();
+            plugins.load(name, Arc::from(*bytes)).await.unwrap();
         }
         let pdp = Arc::new(Pdp::new(PolicyPack::bundled().unwrap(), None));
         let store = Store::open(dir, Arc::new(ReceiptKey::generate()), 64).unwrap();
@@ -761,7 +761,7 @@ mod tests {
     // An action policy allows is still blocked when its receipt cannot be written.
     async fn store_refusing_writes_blocks_allowed_actions() {
         let dir = tempfile::tempdir().unwrap();
-        let p = pipeline(dir.path());
+        let p = pipeline(dir.path()).await;
         let ok = p.handle_hook("claude-code", pre_tool_use("ls")).await.unwrap();
         assert_eq!((permission(&ok), ok.decision), ("allow".to_owned(), Some(Decision::Allow)));
         assert!(ok.receipt_id.is_some());
@@ -778,7 +778,7 @@ mod tests {
     // The SDK endpoint reports an unrecorded decision as an error, never as ALLOW.
     async fn store_refusing_writes_fails_evaluate() {
         let dir = tempfile::tempdir().unwrap();
-        let p = pipeline(dir.path());
+        let p = pipeline(dir.path()).await;
         p.store().poison();
         let action = json!({"tool": "shell", "operation": "exec", "parameters": {"command": "ls"},
                             "requester_context": {"session": "s"}});

@@ -8,6 +8,11 @@
 //! semaphore with as many permits as pool slots makes a full pool a wait, not
 //! an instantiation error.
 //!
+//! Guest code runs on the request's own task, on a fiber (wasmtime's async
+//! support), not on a blocking thread: a call costs no thread hand-off, and a
+//! guest that spins yields to the other tasks of its worker every epoch tick
+//! until its deadline traps it.
+//!
 //! Sandbox: the guest gets the `arbiter:plugin` imports (log, config, clock)
 //! and an empty WASI context — `WasiCtxBuilder::new()` defaults: no preopened
 //! directories, no environment, no arguments, stdin closed, stdout/stderr
@@ -24,6 +29,9 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/plugin/v0.1.0",
         world: "adapter",
+        // Exports run on a fiber so that a guest yields at epoch ticks; the
+        // imports (log, config, clock) never block and stay synchronous.
+        exports: { default: async },
     });
 }
 
@@ -35,7 +43,9 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::PluginLimits;
@@ -62,6 +72,10 @@ const MAX_LOG_BYTES: usize = 4096;
 /// Freed instance slots whose memory is reset together. Slots waiting in a
 /// batch are not reusable, so this stays well under the pool size.
 const DECOMMIT_BATCH: usize = 16;
+
+/// Bytes of each fiber stack zeroed in place rather than decommitted when a
+/// call ends (same reason as [`KEEP_RESIDENT`]); adapters use a few KiB.
+const STACK_KEEP_RESIDENT: usize = 64 * 1024;
 
 /// Bytes of each linear memory zeroed in place (not decommitted) when its
 /// slot is freed. Covers a bundled adapter's whole memory (256 KiB stack,
@@ -162,6 +176,8 @@ struct PluginState {
     settings: Settings,
     plugin: Arc<str>,
     logs: u32,
+    /// Epoch ticks this call has run; past the deadline it traps.
+    ticks: u64,
 }
 
 impl WasiView for PluginState {
@@ -289,10 +305,13 @@ impl PluginHost {
             // the process (measured: 13% of CPU under load). Adapters touch a
             // few hundred KiB, and zeroing that is cheaper.
             .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(64 * 1024);
+            .table_keep_resident(64 * 1024)
+            .total_stacks(limits.max_instances)
+            .async_stack_keep_resident(STACK_KEEP_RESIDENT);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
+            .async_support(true)
             .epoch_interruption(true)
             // Copy-on-write data images must be restored with madvise on every
             // reset; copying an adapter's few KiB of data at instantiation is
@@ -301,7 +320,7 @@ impl PluginHost {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         bindings::Adapter::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(engine_err)?;
         let ticker = EpochTicker::start(&engine)?;
@@ -316,21 +335,25 @@ impl PluginHost {
     }
 
     /// Compile, link and describe a component, then register it under its
-    /// name (replacing a plugin of the same name). CPU-bound: call from a
+    /// name (replacing a plugin of the same name). Compiling runs on a
     /// blocking thread.
-    pub fn load(&self, origin: &str, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+    pub async fn load(&self, origin: &str, bytes: Arc<[u8]>) -> Result<Arc<Plugin>, LoadError> {
         let invalid = |reason: String| LoadError::Invalid { origin: origin.to_owned(), reason };
         // Parse the whole binary before compiling so malformed bytes are an
         // error here, not a surprise deeper in the compiler.
-        check_header(bytes).map_err(invalid)?;
-        let component = Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
+        check_header(&bytes).map_err(invalid)?;
+        let (engine, code) = (self.engine.clone(), bytes.clone());
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &code))
+            .await
+            .map_err(|e| invalid(e.to_string()))?
+            .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
         let pre = bindings::AdapterPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         let describe_err = |reason: String| LoadError::Describe { origin: origin.to_owned(), reason };
         let mut store = self.store(origin, Arc::new(BTreeMap::new()));
-        let instance = pre.instantiate(&mut store).map_err(|e| describe_err(format!("{e:#}")))?;
-        let info = instance.call_describe(&mut store).map_err(|e| describe_err(classify(&e, &store).message))?;
+        let instance = pre.instantiate_async(&mut store).await.map_err(|e| describe_err(format!("{e:#}")))?;
+        let info = instance.call_describe(&mut store).await.map_err(|e| describe_err(classify(&e, &store).message))?;
         if info.name.is_empty() || !info.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(describe_err(format!("plugin name `{}` must be [A-Za-z0-9_-]+", info.name)));
         }
@@ -354,7 +377,7 @@ impl PluginHost {
     }
 
     /// Load every `*.wasm` file of `dir` (missing dir = nothing to load).
-    pub fn load_dir(&self, dir: &Path) -> Result<Vec<Arc<Plugin>>, LoadError> {
+    pub async fn load_dir(&self, dir: &Path) -> Result<Vec<Arc<Plugin>>, LoadError> {
         let io = |source| LoadError::Io { path: dir.display().to_string(), source };
         if !dir.exists() {
             return Ok(Vec::new());
@@ -364,7 +387,7 @@ impl PluginHost {
         let mut loaded = Vec::new();
         for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "wasm")) {
             let bytes = std::fs::read(&path).map_err(io)?;
-            loaded.push(self.load(&path.display().to_string(), &bytes)?);
+            loaded.push(self.load(&path.display().to_string(), bytes.into()).await?);
         }
         Ok(loaded)
     }
@@ -393,7 +416,8 @@ impl PluginHost {
         settings: Settings,
         request: Arc<wit::HttpRequest>,
     ) -> Result<wit::Decoded, Fault> {
-        let result = self.call(plugin, settings, move |store, adapter| adapter.call_decode(store, &request)).await?;
+        let mut call = self.instance(plugin, settings).await?;
+        let result = call.adapter.call_decode(&mut call.store, &request).await.map_err(|e| call.fault(&e))?;
         match result {
             Ok(decoded) => {
                 if decoded.events.len() > MAX_EVENTS {
@@ -425,8 +449,8 @@ impl PluginHost {
         request: Arc<wit::HttpRequest>,
         verdict: wit::Verdict,
     ) -> Result<wit::HttpResponse, Fault> {
-        let reply =
-            self.call(plugin, settings, move |store, adapter| adapter.call_encode(store, &request, &verdict)).await?;
+        let mut call = self.instance(plugin, settings).await?;
+        let reply = call.adapter.call_encode(&mut call.store, &request, &verdict).await.map_err(|e| call.fault(&e))?;
         if !(200..=599).contains(&reply.status) {
             return Err(malformed(format!("encode returned HTTP status {}", reply.status)));
         }
@@ -439,32 +463,27 @@ impl PluginHost {
         Ok(reply)
     }
 
-    /// Instantiate `plugin` in a fresh store and run `f` on a blocking
-    /// thread: guest code must not run on an async worker (a spinning guest
-    /// would stall it until its deadline, and WASI's sync bindings block on
-    /// the runtime internally).
-    async fn call<R: Send + 'static>(
-        &self,
-        plugin: &Arc<Plugin>,
-        settings: Settings,
-        f: impl FnOnce(&mut Store<PluginState>, &bindings::Adapter) -> wasmtime::Result<R> + Send + 'static,
-    ) -> Result<R, Fault> {
+    /// A fresh instance of `plugin` in its own store, holding a pool slot.
+    async fn instance(&self, plugin: &Arc<Plugin>, settings: Settings) -> Result<Call, Fault> {
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| {
             Fault::new(FaultComponent::Plugin, FaultKind::Unavailable, "the plugin runtime is shutting down")
         })?;
-        let engine = self.engine.clone();
-        let limits = self.limits.clone();
-        let plugin = plugin.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut store = new_store(&engine, &limits, &plugin.name, settings);
-            let adapter = plugin.pre.instantiate(&mut store).map_err(|e| classify(&e, &store))?;
-            f(&mut store, &adapter).map_err(|e| classify(&e, &store))
-        })
-        .await
-        .map_err(|e| {
-            Fault::new(FaultComponent::Plugin, FaultKind::Unavailable, format!("plugin call did not complete: {e}"))
-        })?
+        let mut store = new_store(&self.engine, &self.limits, &plugin.name, settings);
+        let adapter = plugin.pre.instantiate_async(&mut store).await.map_err(|e| classify(&e, &store))?;
+        Ok(Call { store, adapter, _permit: permit })
+    }
+}
+
+/// One plugin call in progress: its store, instance and pool slot.
+struct Call {
+    store: Store<PluginState>,
+    adapter: bindings::Adapter,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Call {
+    fn fault(&self, error: &anyhow::Error) -> Fault {
+        classify(error, &self.store)
     }
 }
 
@@ -479,12 +498,22 @@ fn new_store(engine: &Engine, limits: &PluginLimits, plugin: &str, settings: Set
         settings,
         plugin: Arc::from(plugin),
         logs: 0,
+        ticks: 0,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    // +1: the current tick may be about to end.
-    store.set_epoch_deadline(limits.deadline_ms + 1);
-    store.epoch_deadline_trap();
+    // Every tick the guest yields to the other tasks of its worker; past the
+    // deadline (+1: the first tick may be about to end) it traps.
+    let budget = limits.deadline_ms + 1;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |mut ctx| {
+        let state = ctx.data_mut();
+        state.ticks += 1;
+        if state.ticks >= budget {
+            return Err(Trap::Interrupt.into());
+        }
+        Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+    });
     store
 }
 
