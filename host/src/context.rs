@@ -112,6 +112,12 @@ pub fn verify_chain_from(start: u64, prev_hash: &str, entries: &[Entry]) -> Opti
     None
 }
 
+/// Most distinct action names kept in [`SessionSummary::performed`].
+pub const MAX_PERFORMED: usize = 1024;
+
+/// Time constant of [`SessionSummary::action_rate`], in milliseconds.
+const RATE_WINDOW_MS: f64 = 60_000.0;
+
 /// What the PDP knows of a session: derived from its entries, stored beside
 /// them and updated in the same batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -150,6 +156,18 @@ pub struct SessionSummary {
     /// Actions scored against the latest intent.
     #[serde(default)]
     pub scored_actions: u64,
+    /// `tool.operation` of every action let through so far (at most
+    /// [`MAX_PERFORMED`] names).
+    #[serde(default)]
+    pub performed: BTreeSet<String>,
+    /// Action rate: an exponentially weighted count of the actions decided
+    /// (let through or not) with a one-minute time constant, as of the
+    /// latest action; about the number of actions in the last minute.
+    #[serde(default)]
+    pub action_rate: f64,
+    /// Unix milliseconds of the latest action, which `action_rate` is as of.
+    #[serde(default)]
+    pub action_rate_at_ms: Option<i64>,
     /// First entry time.
     pub started_at: Option<String>,
     /// Last entry time.
@@ -189,6 +207,7 @@ impl SessionSummary {
             }
             EntryKind::Action => {
                 self.actions += 1;
+                self.count_action_at(&entry.at);
                 if let Some(score) = d.get("alignment").and_then(Value::as_f64) {
                     let previous = (self.scored_actions > 0).then_some(self.drift);
                     self.drift = crate::alignment::fold_drift(previous, score);
@@ -201,6 +220,9 @@ impl SessionSummary {
                 }
                 if s("operation") == "egress" {
                     self.egress += 1;
+                }
+                if self.performed.len() < MAX_PERFORMED {
+                    self.performed.insert(format!("{}.{}", s("tool"), s("operation")));
                 }
                 if let Some(classes) = d.get("data_classes").and_then(Value::as_array) {
                     self.data_classes.extend(classes.iter().filter_map(Value::as_str).map(str::to_owned));
@@ -220,6 +242,24 @@ impl SessionSummary {
             }
             EntryKind::SessionEnd => self.ended = true,
             EntryKind::SessionStart | EntryKind::Other => {}
+        }
+    }
+}
+
+impl SessionSummary {
+    /// Fold one action at time `at` (RFC 3339) into the action rate. An
+    /// entry without a readable time (a policy test's) counts undecayed.
+    fn count_action_at(&mut self, at: &str) {
+        let now = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok());
+        let decay = match (now, self.action_rate_at_ms) {
+            (Some(now), Some(then)) => (-((now - then).max(0) as f64) / RATE_WINDOW_MS).exp(),
+            _ => 1.0,
+        };
+        self.action_rate = self.action_rate * decay + 1.0;
+        if now.is_some() {
+            self.action_rate_at_ms = now;
         }
     }
 }
@@ -291,5 +331,37 @@ mod tests {
         s.apply(&mk(1, "ALLOW"));
         assert!(s.data_classes.contains("SECRET"));
         assert_eq!((s.actions, s.egress), (2, 1));
+    }
+
+    #[test]
+    // The session remembers which actions it performed (let through only),
+    // and its action rate decays with a one-minute time constant.
+    fn performed_actions_and_rate() {
+        let mut s = SessionSummary::new("s");
+        let mk = |seq, at: &str, tool: &str, decision: &str| Entry {
+            seq,
+            kind: EntryKind::Action,
+            at: at.to_owned(),
+            data: json!({"decision": decision, "tool": tool, "operation": "query"}),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        s.apply(&mk(0, "2026-11-23T10:00:00.000Z", "db", "ALLOW"));
+        s.apply(&mk(1, "2026-11-23T10:00:00.000Z", "crm", "DENY"));
+        assert_eq!(s.performed.iter().collect::<Vec<_>>(), ["db.query"]);
+        assert!((s.action_rate - 2.0).abs() < 1e-9, "{}", s.action_rate);
+        // One time constant later the two earlier actions weigh 2/e.
+        s.apply(&mk(2, "2026-11-23T10:01:00.000Z", "db", "ALLOW"));
+        assert!((s.action_rate - (1.0 + 2.0 / std::f64::consts::E)).abs() < 1e-9, "{}", s.action_rate);
+        // An hour of silence leaves about one.
+        s.apply(&mk(3, "2026-11-23T11:01:00.000Z", "db", "ALLOW"));
+        assert!((s.action_rate - 1.0).abs() < 1e-6, "{}", s.action_rate);
+        // A time that cannot be read counts undecayed and keeps the last time.
+        s.apply(&mk(4, "", "db", "ALLOW"));
+        assert!((s.action_rate - 2.0).abs() < 1e-6 && s.action_rate_at_ms.is_some());
+        // The summary round-trips through JSON exactly (it is compared with
+        // the stored one on every decision).
+        let back: SessionSummary = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 }

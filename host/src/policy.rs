@@ -1497,6 +1497,8 @@ fn cedar_context(
             "egress": count(session.egress),
             "data_classes": session.data_classes,
             "untrusted_input": session.untrusted_input,
+            "performed": session.performed,
+            "actions_per_minute": session.action_rate.round() as i64,
         },
     });
     if let (Some(score), Value::Object(map)) = (scores.alignment, &mut context) {

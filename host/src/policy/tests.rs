@@ -473,3 +473,28 @@ fn mcp_tools_map_to_pack_actions() {
     assert!(refused("[mcp_tools.\"mcp://mail/send\"]\naction = \"Email\"\n").contains("tool.operation"));
     assert!(refused("[mcp_tools.\"mcp://mail/send\"]\naction = \"email.send\"\nextra = 1\n").contains("unknown field"));
 }
+
+#[test]
+// Policies can read what the session already did by action name.
+fn policies_see_the_actions_the_session_performed() {
+    let cedar = "@id(\"allow\") permit(principal, action, resource);
+        @id(\"no-mail-after-query\") @classification(\"context_dependent_deny\")
+        forbid(principal, action == Action::\"email.send\", resource)
+        when { context.session.performed.contains(\"db.query\") };";
+    let pdp = pack_with("", cedar, &[]);
+    let mut session = SessionSummary::new("s");
+    let mail = act("email", "send", json!({"to": "x@example.com"}));
+    assert_eq!(pdp.decide(&mail, &session, &Scores::default()).decision, Decision::Allow);
+    session.apply(&crate::context::Entry {
+        seq: 0,
+        kind: crate::context::EntryKind::Action,
+        at: String::new(),
+        data: json!({"decision": "ALLOW", "tool": "db", "operation": "query"}),
+        prev_hash: String::new(),
+        hash: String::new(),
+    });
+    let out = pdp.decide(&mail, &session, &Scores::default());
+    assert_eq!((out.decision, out.policy_ids), (Decision::Deny, vec!["no-mail-after-query".to_owned()]));
+    assert_eq!(out.session["performed"], json!(["db.query"]));
+    assert_eq!(out.session["actions_per_minute"], 1);
+}
