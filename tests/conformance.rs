@@ -32,6 +32,10 @@ fn start() -> Server {
     let config = format!(
         r#"policies = "{}"
 
+# A deferred action is answered after 100 ms (tests/workflow.rs covers the wait).
+[deferrals]
+hold_ms = 100
+
 [integrations.claude-code]
 plugin = "claude-code"
 settings = {{ human = "ana@acme.example" }}

@@ -32,6 +32,7 @@ use crate::pipeline::{Pipeline, PipelineError};
 use crate::plugins::wit;
 use crate::receipts::keys_document;
 use crate::store::{ReceiptQuery, parse_ms};
+use crate::workflow::{Hold, HoldKind, HoldStatus, WorkflowError};
 
 /// Largest page of receipts.
 const MAX_PAGE: usize = 1000;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub max_concurrent: usize,
     /// Whole-request timeout.
     pub request_timeout: Duration,
+    /// Approvers and their tokens.
+    pub approvers: Arc<Vec<Approver>>,
     /// Default-posture override from config, applied to uploaded packs too.
     pub default_posture: Option<crate::policy::Posture>,
 }
@@ -80,6 +83,12 @@ pub enum ApiError {
     /// Overloaded or timed out.
     #[error("{0}")]
     Unavailable(String),
+    /// Authenticated, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The resource is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
     /// Internal failure; details go to the log only.
     #[error("internal error")]
     Internal(String),
@@ -94,6 +103,8 @@ impl IntoResponse for ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_pack"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -105,6 +116,17 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+impl From<WorkflowError> for ApiError {
+    fn from(e: WorkflowError) -> Self {
+        match e {
+            WorkflowError::NotFound(..) => Self::NotFound(e.to_string()),
+            WorkflowError::Resolved(..) => Self::Conflict(e.to_string()),
+            WorkflowError::Forbidden(m) => Self::Forbidden(m),
+            WorkflowError::Store(s) => Self::Unavailable(format!("the store refused the write: {s}")),
+        }
     }
 }
 
@@ -132,6 +154,18 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/policies/validate", post(validate_pack))
         .route("/v1/policies/{hash}", get(stored_pack))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    // Approvers and admins: approvals, deferrals, evidence.
+    let workflow = Router::new()
+        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/approvals/{id}", get(get_approval))
+        .route("/v1/approvals/{id}/approve", post(approve))
+        .route("/v1/approvals/{id}/deny", post(deny))
+        .route("/v1/deferrals", get(list_deferrals))
+        .route("/v1/deferrals/{id}", get(get_deferral))
+        .route("/v1/deferrals/{id}/resolve", post(resolve_deferral))
+        .route("/v1/sessions/{session_id}/context", post(session_context))
+        .layer(DefaultBodyLimit::max(WORKFLOW_BODY_LIMIT))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_reviewer));
     let probes = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
     let bounds = ServiceBuilder::new()
         .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
@@ -141,6 +175,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(ingress)
         .merge(review)
+        .merge(workflow)
         .merge(probes)
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .layer(bounds)
@@ -165,6 +200,59 @@ async fn require_ingress(State(state): State<AppState>, request: Request, next: 
     match bearer(request.headers()) {
         Some(t) if state.ingress_token.matches(t) => next.run(request).await,
         _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// Who called an approver route.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The admin token: may resolve anything.
+    Admin,
+    /// An approver: may resolve approvals of their groups.
+    Approver {
+        /// Their identity, recorded as the resolver.
+        identity: String,
+        /// Their approver groups.
+        groups: Vec<String>,
+    },
+}
+
+impl Caller {
+    fn identity(&self) -> &str {
+        match self {
+            Self::Admin => "admin",
+            Self::Approver { identity, .. } => identity,
+        }
+    }
+}
+
+/// One approver's credentials.
+#[derive(Debug)]
+pub struct Approver {
+    /// Identity recorded when they resolve something.
+    pub identity: String,
+    /// Their token.
+    pub token: Token,
+    /// Groups they approve for (the `@approvers` of policies).
+    pub groups: Vec<String>,
+}
+
+async fn require_reviewer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let caller = match bearer(request.headers()) {
+        Some(t) if state.admin_token.matches(t) => Some(Caller::Admin),
+        Some(t) => state
+            .approvers
+            .iter()
+            .find(|a| a.token.matches(t))
+            .map(|a| Caller::Approver { identity: a.identity.clone(), groups: a.groups.clone() }),
+        None => None,
+    };
+    match caller {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        None => ApiError::Unauthorized.into_response(),
     }
 }
 
@@ -510,4 +598,226 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
         assert_eq!(decode_cursor("not-a-cursor"), None);
     }
+}
+
+/// Largest body of an approve / resolve / evidence call.
+const WORKFLOW_BODY_LIMIT: usize = 64 * 1024;
+
+/// Longest approver comment kept.
+const MAX_COMMENT: usize = 2000;
+
+#[derive(Debug, Deserialize)]
+struct StatusQuery {
+    status: Option<String>,
+}
+
+fn status_filter(q: &StatusQuery) -> Result<Option<HoldStatus>, ApiError> {
+    match q.status.as_deref() {
+        None | Some("") | Some("all") => Ok(None),
+        Some(s) => serde_json::from_value(Value::String(s.to_owned())).map(Some).map_err(|_| {
+            ApiError::BadRequest(format!("unknown status `{s}` (pending, approved, denied, expired, escalated)"))
+        }),
+    }
+}
+
+fn hold_kind_name(kind: HoldKind) -> &'static str {
+    match kind {
+        HoldKind::Approval => "approval",
+        HoldKind::Deferral => "deferral",
+    }
+}
+
+fn list_holds(state: &AppState, kind: HoldKind, q: &StatusQuery) -> Result<Json<Value>, ApiError> {
+    let holds = state.pipeline.workflow().list(kind, status_filter(q)?);
+    let key = format!("{}s", hold_kind_name(kind));
+    Ok(Json(json!({ key: holds })))
+}
+
+fn get_hold(state: &AppState, kind: HoldKind, id: &str) -> Result<Json<Hold>, ApiError> {
+    state
+        .pipeline
+        .workflow()
+        .get(kind, id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no {} with id `{id}`", hold_kind_name(kind))))
+}
+
+async fn list_approvals(State(state): State<AppState>, Query(q): Query<StatusQuery>) -> Result<Json<Value>, ApiError> {
+    list_holds(&state, HoldKind::Approval, &q)
+}
+
+async fn get_approval(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Hold>, ApiError> {
+    get_hold(&state, HoldKind::Approval, &id)
+}
+
+async fn list_deferrals(State(state): State<AppState>, Query(q): Query<StatusQuery>) -> Result<Json<Value>, ApiError> {
+    list_holds(&state, HoldKind::Deferral, &q)
+}
+
+async fn get_deferral(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Hold>, ApiError> {
+    get_hold(&state, HoldKind::Deferral, &id)
+}
+
+/// Body of approve / deny.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproverVerdict {
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+fn clip_comment(comment: Option<String>) -> Option<String> {
+    comment.map(|c| c.chars().take(MAX_COMMENT).collect::<String>()).filter(|c| !c.trim().is_empty())
+}
+
+async fn approve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Hold>, ApiError> {
+    decide_approval(&state, &id, &caller, &body, Decision::Allow).await
+}
+
+async fn deny(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Hold>, ApiError> {
+    decide_approval(&state, &id, &caller, &body, Decision::Deny).await
+}
+
+async fn decide_approval(
+    state: &AppState,
+    id: &str,
+    caller: &Caller,
+    body: &Bytes,
+    decision: Decision,
+) -> Result<Json<Hold>, ApiError> {
+    let verdict: ApproverVerdict = optional_json(body)?;
+    let workflow = state.pipeline.workflow();
+    let hold = workflow
+        .get(HoldKind::Approval, id)
+        .ok_or_else(|| ApiError::NotFound(format!("no approval with id `{id}`")))?;
+    if let Caller::Approver { identity, groups } = caller {
+        // An approver decides only for the groups the policy named.
+        if !hold.approvers.is_empty() && !hold.approvers.iter().any(|g| groups.contains(g)) {
+            return Err(ApiError::Forbidden(format!(
+                "`{identity}` is not in an approver group of this action ({})",
+                hold.approvers.join(", ")
+            )));
+        }
+    }
+    let comment = clip_comment(verdict.comment);
+    let (method, reason) = match decision {
+        Decision::Allow => ("approved", format!("approved by {}", caller.identity())),
+        _ => ("denied", format!("denied by {}", caller.identity())),
+    };
+    let reason = match &comment {
+        Some(c) => format!("{reason}: {c}"),
+        None => reason,
+    };
+    let verdict = crate::workflow::Verdict { decision, method, by: caller.identity(), comment, reason };
+    let hold = workflow.resolve(HoldKind::Approval, id, verdict).await?;
+    Ok(Json(hold))
+}
+
+/// Body of `POST /v1/deferrals/{id}/resolve`: evidence to re-decide on, or
+/// a decision taken by the caller.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resolve {
+    #[serde(default)]
+    evidence: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    decision: Option<Decision>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+async fn resolve_deferral(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Hold>, ApiError> {
+    let resolve: Resolve = optional_json(&body)?;
+    let workflow = state.pipeline.workflow().clone();
+    let hold = workflow
+        .get(HoldKind::Deferral, &id)
+        .ok_or_else(|| ApiError::NotFound(format!("no deferral with id `{id}`")))?;
+    if hold.status != HoldStatus::Pending {
+        return Err(WorkflowError::Resolved("deferral", id, format!("{:?}", hold.status).to_lowercase()).into());
+    }
+    match (resolve.evidence, resolve.decision) {
+        (Some(evidence), None) => {
+            check_evidence(&evidence)?;
+            state.pipeline.supply_evidence(&hold.session, evidence, "api", caller.identity()).await?;
+        }
+        (None, Some(decision @ (Decision::Allow | Decision::Deny))) => {
+            let comment = clip_comment(resolve.comment);
+            let reason = format!(
+                "{} by {}{}",
+                if decision == Decision::Allow { "allowed" } else { "denied" },
+                caller.identity(),
+                comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default()
+            );
+            let verdict = crate::workflow::Verdict { decision, method: "api", by: caller.identity(), comment, reason };
+            workflow.resolve(HoldKind::Deferral, &id, verdict).await?;
+        }
+        (None, Some(other)) => {
+            return Err(ApiError::BadRequest(format!(
+                "a deferral is resolved to ALLOW or DENY, not {}",
+                other.as_str()
+            )));
+        }
+        _ => return Err(ApiError::BadRequest("give exactly one of `evidence` and `decision`".to_owned())),
+    }
+    get_hold(&state, HoldKind::Deferral, &id)
+}
+
+/// Body of `POST /v1/sessions/{session_id}/context`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Evidence {
+    evidence: serde_json::Map<String, Value>,
+}
+
+fn check_evidence(evidence: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    if evidence.is_empty() || evidence.len() > crate::context::MAX_EVIDENCE {
+        return Err(ApiError::BadRequest(format!("`evidence` needs 1 to {} names", crate::context::MAX_EVIDENCE)));
+    }
+    for (name, value) in evidence {
+        let ok_name = !name.is_empty()
+            && name.len() <= 128
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if !ok_name {
+            return Err(ApiError::BadRequest(format!("evidence name `{name}` must be [A-Za-z0-9_.-], at most 128")));
+        }
+        match value {
+            Value::String(v) if v.len() <= 1024 => {}
+            _ => return Err(ApiError::BadRequest(format!("evidence `{name}` must be a string of at most 1024 bytes"))),
+        }
+    }
+    Ok(())
+}
+
+async fn session_context(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Json(body): Json<Evidence>,
+) -> Result<Json<Value>, ApiError> {
+    check_evidence(&body.evidence)?;
+    let resolved = state.pipeline.supply_evidence(&session_id, body.evidence, "context", caller.identity()).await?;
+    let pending = state.pipeline.workflow().pending_deferrals(&session_id);
+    Ok(Json(json!({"session_id": session_id, "resolved": resolved, "pending": pending})))
 }

@@ -66,6 +66,68 @@ pub struct Config {
     /// Integrations by name (the `{integration}` of `/v1/hooks/{integration}`).
     /// Default = `claude-code` served by the bundled `claude-code` plugin.
     pub integrations: BTreeMap<String, IntegrationConfig>,
+    /// STEP_UP: deadlines, how long a hook waits, who is notified.
+    pub approvals: ApprovalsConfig,
+    /// DEFER: deadlines and the cascade cap.
+    pub deferrals: DeferralsConfig,
+}
+
+/// `[approvals]`: the approval service behind STEP_UP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// Seconds an approval request stays open before it expires to DENY.
+    /// Default = 300.
+    pub deadline_secs: u64,
+    /// How long a hook request in `hold` mode waits for an approver before it
+    /// answers with a block naming the approval (the agent retries the
+    /// identical action once approved). Must stay inside the vendor's hook
+    /// timeout and under `ingress.request_timeout_ms`. Default = 8000.
+    pub hold_ms: u64,
+    /// Uses of one approval: how many identical actions it lets through.
+    /// Default = 1.
+    pub max_uses: u32,
+    /// Base URL put in notifications for the approve call, e.g.
+    /// `https://arbiter.internal.example`. Default: none.
+    pub public_url: Option<String>,
+    /// Approver groups (the `@approvers` of policies): who is notified.
+    pub groups: BTreeMap<String, ApproverGroup>,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self { deadline_secs: 300, hold_ms: 8000, max_uses: 1, public_url: None, groups: BTreeMap::new() }
+    }
+}
+
+/// One approver group.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApproverGroup {
+    /// Webhooks notified of each new approval request for this group.
+    pub webhooks: Vec<crate::notify::WebhookConfig>,
+}
+
+/// `[deferrals]`: the deferral service behind DEFER.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeferralsConfig {
+    /// Seconds a deferred action waits for its evidence before it is
+    /// denied. Default = 120.
+    pub deadline_secs: u64,
+    /// Deferred actions one session may have pending at once; one more
+    /// deferral (a cascade deeper than this) is a DENY. Default = 3.
+    pub max_pending_per_session: u32,
+    /// How long a hook waits for a deferred action's evidence before it
+    /// answers with a block naming the deferral (same bounds as
+    /// `approvals.hold_ms`). Default = 8000.
+    pub hold_ms: u64,
+}
+
+impl Default for DeferralsConfig {
+    fn default() -> Self {
+        Self { deadline_secs: 120, max_pending_per_session: 3, hold_ms: 8000 }
+    }
 }
 
 impl Default for Config {
@@ -73,7 +135,7 @@ impl Default for Config {
         let mut integrations = BTreeMap::new();
         integrations.insert(
             "claude-code".to_owned(),
-            IntegrationConfig { plugin: "claude-code".to_owned(), settings: BTreeMap::new() },
+            IntegrationConfig { plugin: "claude-code".to_owned(), settings: BTreeMap::new(), step_up: None },
         );
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8750)),
@@ -86,6 +148,8 @@ impl Default for Config {
             store: StoreConfig::default(),
             alignment: AlignmentProviderConfig::default(),
             integrations,
+            approvals: ApprovalsConfig::default(),
+            deferrals: DeferralsConfig::default(),
         }
     }
 }
@@ -104,6 +168,23 @@ pub struct AuthConfig {
     pub admin_token: Option<String>,
     /// File holding the admin bearer token.
     pub admin_token_file: Option<PathBuf>,
+    /// Approvers by identity (recorded as the resolver of what they
+    /// approve or deny). Each gets a token (inline, a file, or by default
+    /// `<data_dir>/approvers/<identity>.token`, generated on first start)
+    /// and the groups they approve for.
+    pub approvers: BTreeMap<String, ApproverAuth>,
+}
+
+/// One approver's credentials and groups.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApproverAuth {
+    /// Bearer token given inline. Prefer `token_file`.
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    pub token_file: Option<PathBuf>,
+    /// Approver groups (the `@approvers` of policies) this person decides for.
+    pub groups: Vec<String>,
 }
 
 /// Bounds applied to every hook request before a plugin sees it.
@@ -204,6 +285,23 @@ pub struct IntegrationConfig {
     /// Values the plugin reads through the `config` import. Not secret.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// How STEP_UP reaches this vendor: `ask` (its own interactive prompt;
+    /// the human at the console decides) or `hold` (Arbiter's approval
+    /// service; the hook waits for an approver). Default: `ask` when the
+    /// plugin says its vendor carries STEP_UP natively, else `hold`. Set
+    /// `hold` for headless clients, which turn `ask` into a deny.
+    #[serde(default)]
+    pub step_up: Option<StepUpMode>,
+}
+
+/// See [`IntegrationConfig::step_up`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepUpMode {
+    /// The vendor's own prompt.
+    Ask,
+    /// Arbiter's approval service.
+    Hold,
 }
 
 impl Config {
@@ -220,6 +318,7 @@ impl Config {
                 config.integrations.entry("claude-code".to_owned()).or_insert_with(|| IntegrationConfig {
                     plugin: "claude-code".to_owned(),
                     settings: BTreeMap::new(),
+                    step_up: None,
                 });
                 config
             }
@@ -250,6 +349,35 @@ impl Config {
         }
         if !(1..=65_536).contains(&self.store.max_batch) {
             return bad("store.max_batch", "must be between 1 and 65536");
+        }
+        if !(1..=86_400).contains(&self.approvals.deadline_secs) {
+            return bad("approvals.deadline_secs", "must be between 1 and 86400");
+        }
+        if self.approvals.hold_ms.saturating_add(1000) > self.ingress.request_timeout_ms {
+            return bad("approvals.hold_ms", "must be at least 1000 ms under ingress.request_timeout_ms");
+        }
+        if self.approvals.max_uses == 0 {
+            return bad("approvals.max_uses", "must be at least 1");
+        }
+        if !(1..=86_400).contains(&self.deferrals.deadline_secs) {
+            return bad("deferrals.deadline_secs", "must be between 1 and 86400");
+        }
+        if self.deferrals.hold_ms.saturating_add(1000) > self.ingress.request_timeout_ms {
+            return bad("deferrals.hold_ms", "must be at least 1000 ms under ingress.request_timeout_ms");
+        }
+        if self.deferrals.max_pending_per_session == 0 {
+            return bad("deferrals.max_pending_per_session", "must be at least 1");
+        }
+        for name in self.auth.approvers.keys() {
+            let ok = !name.is_empty()
+                && name.len() <= 128
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"@._-+".contains(&b));
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    field: "auth.approvers",
+                    reason: format!("approver `{name}` must be [A-Za-z0-9@._+-], at most 128 characters"),
+                });
+            }
         }
         for (name, integration) in &self.integrations {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {

@@ -8,7 +8,7 @@
 //! [`verify_chain`] reports. Entries are written only by the store's writer
 //! thread, so a session's chain has a single writer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -38,6 +38,8 @@ pub enum EntryKind {
     SessionEnd,
     /// Another lifecycle event (stop, notification).
     Other,
+    /// Evidence supplied for deferred actions (`data.evidence`: name → value).
+    Evidence,
 }
 
 /// An entry before the writer chains it.
@@ -112,6 +114,9 @@ pub fn verify_chain_from(start: u64, prev_hash: &str, entries: &[Entry]) -> Opti
     None
 }
 
+/// Most evidence names a session holds.
+pub const MAX_EVIDENCE: usize = 64;
+
 /// Most distinct action names kept in [`SessionSummary::performed`].
 pub const MAX_PERFORMED: usize = 1024;
 
@@ -168,6 +173,10 @@ pub struct SessionSummary {
     /// Unix milliseconds of the latest action, which `action_rate` is as of.
     #[serde(default)]
     pub action_rate_at_ms: Option<i64>,
+    /// Evidence supplied so far (`context.evidence` of the policies): the
+    /// latest value of each name, at most [`MAX_EVIDENCE`] names.
+    #[serde(default)]
+    pub evidence: BTreeMap<String, String>,
     /// First entry time.
     pub started_at: Option<String>,
     /// Last entry time.
@@ -238,6 +247,15 @@ impl SessionSummary {
                 }
                 if let Some(classes) = d.get("data_classes").and_then(Value::as_array) {
                     self.data_classes.extend(classes.iter().filter_map(Value::as_str).map(str::to_owned));
+                }
+            }
+            EntryKind::Evidence => {
+                let given = d.get("evidence").and_then(Value::as_object).into_iter().flatten();
+                for (name, value) in given {
+                    let Some(value) = value.as_str() else { continue };
+                    if self.evidence.len() < MAX_EVIDENCE || self.evidence.contains_key(name) {
+                        self.evidence.insert(name.clone(), value.to_owned());
+                    }
                 }
             }
             EntryKind::SessionEnd => self.ended = true,

@@ -18,11 +18,13 @@ pub mod config;
 pub mod context;
 pub mod credentials;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod plugins;
 pub mod policy;
 pub mod receipts;
 pub mod store;
+pub mod workflow;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,10 +109,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let embedder = pipeline::embedder(&config.alignment)?;
     tracing::info!(provider = embedder.name(), "alignment scoring");
-    let pipeline =
-        Arc::new(pipeline::Pipeline::new(plugins, pdp, store, pipeline::integrations(&config.integrations), embedder)?);
+    let webhooks = config.approvals.groups.iter().map(|(g, c)| (g.clone(), c.webhooks.clone())).collect();
+    let notifier = notify::Notifier::new(&webhooks).context("approvals.groups")?;
+    let workflow =
+        workflow::Workflow::open(store.clone(), notifier, config.approvals.clone(), config.deferrals.clone())?;
+    workflow.start().await?;
+    let integrations = pipeline::integrations(&config.integrations);
+    let pipeline = Arc::new(pipeline::Pipeline::new(plugins, pdp, store, integrations, embedder, workflow)?);
+    let mut approvers = Vec::new();
+    for (identity, auth) in &config.auth.approvers {
+        let token = Token::resolve(
+            auth.token.as_deref(),
+            auth.token_file.as_deref(),
+            &data.join("approvers").join(format!("{identity}.token")),
+        )?;
+        approvers.push(api::Approver { identity: identity.clone(), token, groups: auth.groups.clone() });
+    }
     let state = api::AppState {
         pipeline,
+        approvers: Arc::new(approvers),
         ingress_token: Arc::new(ingress_token),
         admin_token: Arc::new(admin_token),
         key,

@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::alignment::{self, EmbeddingProvider};
+use crate::config::StepUpMode;
 use crate::context::{EntryDraft, EntryKind, SessionSummary};
 use crate::model::{
     AssertedBy, CanonicalAction, Decision, Fault, FaultComponent, FaultKind, RequesterContext, now_rfc3339,
@@ -30,6 +31,7 @@ use crate::plugins::{Plugin, PluginHost, Settings, wit};
 use crate::policy::{Pdp, PolicyOutcome, RecordedScores, Scores};
 use crate::receipts::{ReceiptBody, ReceiptDraft, SealError};
 use crate::store::{ContextError, Store, StoreError};
+use crate::workflow::{Hold, HoldKind, HoldStatus, Verdict, Workflow, WorkflowError, args_hash};
 
 /// JSON Schema of the canonical action (contract in `wit/schemas/`).
 const ACTION_SCHEMA: &str = include_str!("../../wit/schemas/canonical-action.v1.json");
@@ -63,6 +65,9 @@ pub struct Integration {
     pub plugin: String,
     /// Settings the plugin may read.
     pub settings: Settings,
+    /// How STEP_UP reaches the vendor (`None`: from the plugin's declared
+    /// capabilities).
+    pub step_up: Option<StepUpMode>,
 }
 
 /// What goes back to a hook caller.
@@ -95,6 +100,57 @@ struct Decided {
     action: CanonicalAction,
     outcome: PolicyOutcome,
     receipt_id: String,
+    /// The receipt's `approval` and `deferral` members.
+    approval: Value,
+    deferral: Value,
+    /// Holds this receipt creates or updates (stored in its batch).
+    holds: Vec<Hold>,
+    /// A pending hold the hook may wait on (hold mode).
+    wait_on: Option<(HoldKind, String)>,
+}
+
+impl Decided {
+    fn new(action: CanonicalAction, outcome: PolicyOutcome, receipt_id: String) -> Self {
+        Self {
+            action,
+            outcome,
+            receipt_id,
+            approval: Value::Null,
+            deferral: Value::Null,
+            holds: Vec::new(),
+            wait_on: None,
+        }
+    }
+
+    /// The action proceeds on a resolved hold bound to it (one use taken).
+    fn proceed_on(&mut self, hold: Hold) {
+        let r = hold.resolution.as_ref();
+        let (word, id) = match hold.kind {
+            HoldKind::Approval => ("approved", "arbiter.approval.approved"),
+            HoldKind::Deferral => ("resolved", "arbiter.deferral.resolved"),
+        };
+        self.outcome.decision = Decision::Allow;
+        self.outcome.reason = format!(
+            "{} by {} ({} `{}`, use {} of {})",
+            word,
+            r.map_or("?", |r| r.by.as_str()),
+            match hold.kind {
+                HoldKind::Approval => "approval",
+                HoldKind::Deferral => "deferral",
+            },
+            hold.id,
+            hold.uses,
+            hold.max_uses
+        );
+        self.outcome.policy_ids.push(id.to_owned());
+        self.outcome.modified_parameters = None;
+        let member = hold.resolved_member(&hold.receipt_id);
+        match hold.kind {
+            HoldKind::Approval => self.approval = member,
+            HoldKind::Deferral => self.deferral = member,
+        }
+        self.holds.push(hold);
+    }
 }
 
 /// The pipeline and the components it ties together.
@@ -108,6 +164,7 @@ pub struct Pipeline {
     integrations: HashMap<String, Integration>,
     action_schema: jsonschema::Validator,
     embedder: Arc<dyn EmbeddingProvider>,
+    workflow: Arc<Workflow>,
 }
 
 impl Pipeline {
@@ -118,10 +175,16 @@ impl Pipeline {
         store: Store,
         integrations: HashMap<String, Integration>,
         embedder: Arc<dyn EmbeddingProvider>,
+        workflow: Arc<Workflow>,
     ) -> anyhow::Result<Self> {
         let schema: Value = serde_json::from_str(ACTION_SCHEMA)?;
         let action_schema = jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("action schema: {e}"))?;
-        Ok(Self { plugins, pdp: ArcSwap::new(pdp), store, integrations, action_schema, embedder })
+        Ok(Self { plugins, pdp: ArcSwap::new(pdp), store, integrations, action_schema, embedder, workflow })
+    }
+
+    /// The approval and deferral services (for the API).
+    pub fn workflow(&self) -> &Arc<Workflow> {
+        &self.workflow
     }
 
     /// The store (for the review API).
@@ -188,6 +251,14 @@ impl Pipeline {
             }
         }
 
+        // New context may settle actions deferred earlier in this session.
+        if context_fault.is_none()
+            && self.workflow.has_pending_deferrals(&requester.session)
+            && let Err(e) = self.redecide_deferrals(&requester.session, "context", "arbiter").await
+        {
+            tracing::warn!(error = %e, "re-deciding deferred actions failed; they stay pending");
+        }
+
         // 3. Decide, on the session as its verified log describes it.
         let summary = self.store.verified_summary(&requester.session).map_err(context_fault_of);
         let mut decided = Vec::with_capacity(actions.len());
@@ -198,15 +269,26 @@ impl Pipeline {
                 (Ok(a), Ok(s), None) => pdp.decide(a, s, &self.scores(s, a).await),
             };
             let action = action.unwrap_or_else(|_| stand_in_action(integration, &request, Some(&requester)));
-            decided.push(Decided { action, outcome, receipt_id });
+            let mut d = Decided::new(action, outcome, receipt_id);
+            if d.outcome.fault.is_none() {
+                self.apply_holds(&pdp, &mut d, step_up_mode(config, &plugin));
+            }
+            decided.push(d);
         }
 
         // 4. Encode the most restrictive verdict.
         let lead = decided.iter().max_by_key(|d| d.outcome.decision.severity());
         let verdict = match lead {
             Some(d) => wit::Verdict {
-                decision: to_wit(d.outcome.decision),
-                reason: d.outcome.reason.clone(),
+                decision: match (&d.wait_on, d.outcome.decision) {
+                    // Hold mode: the vendor gets a block naming the approval.
+                    (Some((HoldKind::Approval, _)), _) => wit::Decision::Deny,
+                    (_, decision) => to_wit(decision),
+                },
+                reason: match &d.wait_on {
+                    Some((kind, id)) => pending_reason(*kind, id, &d.outcome.reason),
+                    None => d.outcome.reason.clone(),
+                },
                 receipt_id: Some(d.receipt_id.clone()),
                 modified_parameters_json: d
                     .outcome
@@ -257,6 +339,8 @@ impl Pipeline {
         let decision = decided.iter().map(|d| d.outcome.decision).max_by_key(|d| d.severity());
 
         // 5. Receipts, durable before the reply.
+        let waits = decided.len() == 1;
+        let mut wait_on = None;
         for d in decided {
             let draft =
                 receipt_draft(&pdp, &d, Some((&plugin, integration)), Some(&response), true).map_err(StoreError::from);
@@ -272,8 +356,273 @@ impl Pipeline {
                     decision: Some(Decision::Deny),
                 });
             }
+            for hold in d.holds {
+                self.workflow.register(hold, self.workflow.public_url());
+            }
+            if waits && d.wait_on.is_some() {
+                wait_on = d.wait_on.map(|w| (w, d.action, d.receipt_id));
+            }
+        }
+
+        // 6. A held action: wait (bounded) for its approver or evidence, and
+        // answer the moment it is resolved.
+        if let Some(((kind, id), action, held_receipt)) = wait_on
+            && let Some(resolution) = self.workflow.wait(&id, self.workflow.hold_time(kind)).await
+        {
+            let resolved = self
+                .answer_resolved(
+                    &pdp,
+                    &plugin,
+                    integration,
+                    config.settings.clone(),
+                    &request,
+                    kind,
+                    &id,
+                    action,
+                    &held_receipt,
+                    resolution,
+                )
+                .await;
+            return Ok(resolved);
         }
         Ok(HookReply { response, receipt_id: lead_receipt, decision })
+    }
+
+    /// The answer to a hook whose held action was resolved while it waited:
+    /// the action proceeds on its hold (one use) or is refused, with a
+    /// receipt of that answer.
+    #[allow(clippy::too_many_arguments, reason = "the facts of one held request")]
+    async fn answer_resolved(
+        &self,
+        pdp: &Pdp,
+        plugin: &Plugin,
+        integration: &str,
+        settings: Settings,
+        request: &Arc<wit::HttpRequest>,
+        kind: HoldKind,
+        id: &str,
+        action: CanonicalAction,
+        held_receipt: &str,
+        resolution: crate::workflow::Resolution,
+    ) -> HookReply {
+        let receipt_id = uuid::Uuid::now_v7().to_string();
+        let what = match kind {
+            HoldKind::Approval => "approval",
+            HoldKind::Deferral => "deferral",
+        };
+        let base = PolicyOutcome {
+            decision: Decision::Deny,
+            classification: None,
+            reason: String::new(),
+            policy_ids: Vec::new(),
+            signals: Vec::new(),
+            data_classes: Vec::new(),
+            context_hash: String::new(),
+            session: Value::Null,
+            modified_parameters: None,
+            approvers: Vec::new(),
+            scores: RecordedScores::default(),
+            fault: None,
+            missing: Vec::new(),
+        };
+        let mut d = Decided::new(action, base, receipt_id.clone());
+        match self.workflow.take_use(kind, &d.action) {
+            Some(hold) if resolution.decision.proceeds() => {
+                d.outcome.context_hash = hold.context_hash.clone();
+                d.outcome.session = hold.session_view.clone();
+                d.outcome.policy_ids = hold.policy_ids.clone();
+                d.proceed_on(hold);
+            }
+            _ => {
+                let hold = self.workflow.get(kind, id);
+                d.outcome.reason = match resolution.decision {
+                    Decision::StepUp => {
+                        format!("{what} `{id}` was resolved: the action now needs approval; retry it to request one")
+                    }
+                    _ => format!("{what} `{id}` was {} by {}: the action is refused", resolution.method, resolution.by),
+                };
+                d.outcome.policy_ids = vec![format!("arbiter.{what}.{}", resolution.method)];
+                if let Some(hold) = hold {
+                    let member = hold.resolved_member(held_receipt);
+                    match kind {
+                        HoldKind::Approval => d.approval = member,
+                        HoldKind::Deferral => d.deferral = member,
+                    }
+                }
+            }
+        }
+        let verdict = wit::Verdict {
+            decision: to_wit(d.outcome.decision),
+            reason: d.outcome.reason.clone(),
+            receipt_id: Some(receipt_id.clone()),
+            modified_parameters_json: None,
+            fault: false,
+            decided: true,
+        };
+        let plugin_arc = self.plugins.get(&plugin.name);
+        let encoded = match plugin_arc {
+            Some(p) => self.plugins.encode(&p, settings, request.clone(), verdict).await,
+            None => Err(Fault::new(FaultComponent::Plugin, FaultKind::Unavailable, "plugin unloaded")),
+        };
+        let response = match encoded {
+            Ok(r) => r,
+            Err(fault) => {
+                d.outcome = forced_deny(&d.outcome, fault.clone());
+                plugin.blocking_reply(&format!("blocked: {}", fault.message))
+            }
+        };
+        let draft =
+            receipt_draft(pdp, &d, Some((plugin, integration)), Some(&response), true).map_err(StoreError::from);
+        let written = match draft {
+            Ok(draft) => self.store.append_receipt(draft).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, "receipt not written; blocking");
+            return HookReply {
+                response: plugin.blocking_reply(&format!("blocked: the decision could not be recorded ({e})")),
+                receipt_id: None,
+                decision: Some(Decision::Deny),
+            };
+        }
+        for hold in d.holds {
+            self.workflow.register(hold, None);
+        }
+        HookReply { response, receipt_id: Some(receipt_id), decision: Some(d.outcome.decision) }
+    }
+
+    /// STEP_UP and DEFER become holds; a resolved hold bound to this exact
+    /// action lets it proceed; an action on the target of a pending
+    /// deferral waits for it.
+    fn apply_holds(&self, pdp: &Pdp, d: &mut Decided, mode: StepUpMode) {
+        let wf = &self.workflow;
+        let session = d.action.requester_context.session.clone();
+        match d.outcome.decision {
+            Decision::StepUp => {
+                if let Some(hold) = wf.take_use(HoldKind::Approval, &d.action) {
+                    d.proceed_on(hold);
+                } else if mode == StepUpMode::Ask {
+                    // The vendor's own prompt: the human at the console decides.
+                    d.approval = json!({"method": "vendor_console", "status": "asked",
+                                        "approvers": d.outcome.approvers, "args_hash": args_hash(&d.action)});
+                } else if let Some(hold) =
+                    wf.bound(HoldKind::Approval, &d.action).filter(|h| h.status == HoldStatus::Pending)
+                {
+                    d.approval = hold.created_member();
+                    d.wait_on = Some((HoldKind::Approval, hold.id));
+                } else {
+                    let hold = wf.new_hold(
+                        HoldKind::Approval,
+                        &d.receipt_id,
+                        &d.action,
+                        &d.outcome,
+                        pdp.pack().identity(),
+                        Vec::new(),
+                    );
+                    d.approval = hold.created_member();
+                    d.wait_on = Some((HoldKind::Approval, hold.id.clone()));
+                    d.holds.push(hold);
+                }
+            }
+            Decision::Defer => {
+                if let Some(hold) = wf.take_use(HoldKind::Deferral, &d.action) {
+                    d.proceed_on(hold);
+                } else if let Some(hold) =
+                    wf.bound(HoldKind::Deferral, &d.action).filter(|h| h.status == HoldStatus::Pending)
+                {
+                    d.deferral = hold.created_member();
+                    d.wait_on = Some((HoldKind::Deferral, hold.id));
+                } else if wf.pending_deferrals(&session).len() >= wf.max_pending_deferrals() as usize {
+                    d.outcome.decision = Decision::Deny;
+                    d.outcome.reason = format!(
+                        "{} — but this session already has {} deferred actions pending (the cap); \
+                         resolve those first",
+                        d.outcome.reason,
+                        wf.max_pending_deferrals()
+                    );
+                    d.outcome.policy_ids.push("arbiter.deferral.cascade".to_owned());
+                } else {
+                    let missing = d.outcome.missing.clone();
+                    let hold = wf.new_hold(
+                        HoldKind::Deferral,
+                        &d.receipt_id,
+                        &d.action,
+                        &d.outcome,
+                        pdp.pack().identity(),
+                        missing,
+                    );
+                    d.deferral = hold.created_member();
+                    d.wait_on = Some((HoldKind::Deferral, hold.id.clone()));
+                    d.holds.push(hold);
+                }
+            }
+            decision if decision.proceeds() => {
+                // An action on the very target of a pending deferral (the file
+                // it would write, the secret it would rotate) depends on it:
+                // it stays deferred too. Other actions proceed.
+                let dependency = wf.pending_deferrals(&session).into_iter().find(|h| {
+                    d.action.resource.as_deref().is_some_and(|t| !t.is_empty())
+                        && h.action.resource == d.action.resource
+                });
+                if let Some(dep) = dependency {
+                    d.outcome.decision = Decision::Defer;
+                    d.outcome.classification = Some("context_dependent_defer".to_owned());
+                    d.outcome.reason = format!(
+                        "waits for deferred action `{}` on the same target ({}): {}",
+                        dep.id,
+                        d.action.resource.as_deref().unwrap_or_default(),
+                        dep.reason
+                    );
+                    d.outcome.policy_ids = vec!["arbiter.deferral.dependent".to_owned()];
+                    d.outcome.modified_parameters = None;
+                    d.deferral = json!({"id": dep.id, "reason": d.outcome.reason, "depends_on": dep.id,
+                                        "resolution_method": "pending", "resolved_at": null, "resolves": null});
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Record evidence on a session (the deferral service's input), then
+    /// re-decide every deferred action of that session: those the evidence
+    /// settles are resolved with a follow-up receipt; the rest stay pending.
+    pub async fn supply_evidence(
+        &self,
+        session: &str,
+        evidence: Map<String, Value>,
+        method: &str,
+        by: &str,
+    ) -> Result<Vec<Hold>, WorkflowError> {
+        let evidence: Map<String, Value> =
+            evidence.into_iter().filter(|(k, v)| !k.is_empty() && k.len() <= 128 && v.is_string()).collect();
+        let draft = EntryDraft {
+            session_id: session.to_owned(),
+            kind: EntryKind::Evidence,
+            data: json!({"evidence": evidence, "by": by, "method": method}),
+        };
+        self.store.append_entry(draft).await?;
+        self.redecide_deferrals(session, method, by).await
+    }
+
+    /// Re-decide the pending deferrals of `session` on its current context.
+    async fn redecide_deferrals(&self, session: &str, method: &str, by: &str) -> Result<Vec<Hold>, WorkflowError> {
+        let pdp = self.pdp.load_full();
+        let summary = match self.store.verified_summary(session) {
+            Ok(s) => s,
+            Err(ContextError::Store(e)) => return Err(WorkflowError::Store(e)),
+            Err(e @ ContextError::Tampered(_)) => return Err(WorkflowError::Forbidden(e.to_string())),
+        };
+        let mut resolved = Vec::new();
+        for hold in self.workflow.pending_deferrals(session) {
+            let outcome = pdp.decide(&hold.action, &summary, &self.scores(&summary, &hold.action).await);
+            if outcome.decision == Decision::Defer {
+                continue;
+            }
+            let verdict = Verdict { decision: outcome.decision, method, by, comment: None, reason: outcome.reason };
+            let hold = self.workflow.resolve(HoldKind::Deferral, &hold.id, verdict).await?;
+            resolved.push(hold);
+        }
+        Ok(resolved)
     }
 
     /// Block a request the plugin could not decode, with a receipt.
@@ -287,11 +636,11 @@ impl Pipeline {
     ) -> HookReply {
         let reason = format!("blocked: {}", fault.message);
         let response = plugin.blocking_reply(&reason);
-        let d = Decided {
-            action: stand_in_action(integration, request, None),
-            outcome: fault_outcome(fault),
-            receipt_id: uuid::Uuid::now_v7().to_string(),
-        };
+        let d = Decided::new(
+            stand_in_action(integration, request, None),
+            fault_outcome(fault),
+            uuid::Uuid::now_v7().to_string(),
+        );
         let written = match receipt_draft(pdp, &d, Some((plugin, integration)), Some(&response), false) {
             Ok(draft) => self.store.append_receipt(draft).await,
             Err(e) => Err(StoreError::from(e)),
@@ -321,7 +670,7 @@ impl Pipeline {
             Ok(s) => pdp.decide(&action, &s, &self.scores(&s, &action).await),
             Err(e) => fault_outcome(context_fault_of(e)),
         };
-        let d = Decided { action, outcome, receipt_id: uuid::Uuid::now_v7().to_string() };
+        let d = Decided::new(action, outcome, uuid::Uuid::now_v7().to_string());
         let draft = receipt_draft(&pdp, &d, None, None, true).map_err(StoreError::from)?;
         self.store.append_receipt(draft).await?;
         Ok(EvaluateReply {
@@ -525,6 +874,7 @@ fn fault_outcome(fault: Fault) -> PolicyOutcome {
         approvers: Vec::new(),
         scores: RecordedScores::default(),
         fault: Some(fault),
+        missing: Vec::new(),
     }
 }
 
@@ -568,6 +918,29 @@ fn lifecycle_data(l: &wit::Lifecycle) -> Value {
     json!({"event_kind": l.event_kind, "detail": detail})
 }
 
+/// How STEP_UP reaches this integration's vendor: as configured, else
+/// `ask` when the plugin declares its vendor carries STEP_UP natively.
+fn step_up_mode(integration: &Integration, plugin: &Plugin) -> StepUpMode {
+    integration.step_up.unwrap_or(if plugin.info.decisions.contains(&wit::Decision::StepUp) {
+        StepUpMode::Ask
+    } else {
+        StepUpMode::Hold
+    })
+}
+
+/// What the agent is told while its action is held.
+fn pending_reason(kind: HoldKind, id: &str, reason: &str) -> String {
+    match kind {
+        HoldKind::Approval => format!(
+            "approval required ({reason}); approval `{id}` is pending: once an approver approves it, \
+             retry exactly the same action"
+        ),
+        HoldKind::Deferral => {
+            format!("{reason}; deferral `{id}` waits for that evidence: retry exactly the same action later")
+        }
+    }
+}
+
 /// Build the receipt draft for a decided action.
 fn receipt_draft(
     pdp: &Pdp,
@@ -609,8 +982,8 @@ fn receipt_draft(
         decision,
         context_hash: o.context_hash.clone(),
         session: o.session.clone(),
-        approval: Value::Null,
-        deferral: Value::Null,
+        approval: d.approval.clone(),
+        deferral: d.deferral.clone(),
         vendor,
     };
     let rc = &d.action.requester_context;
@@ -624,14 +997,18 @@ fn receipt_draft(
             "alignment": o.scores.alignment,
         }),
     });
-    ReceiptDraft::new(
+    let mut draft = ReceiptDraft::new(
         d.receipt_id.clone(),
         body,
         rc.session.clone(),
         rc.agent.clone().unwrap_or_default(),
         o.decision.as_str().to_owned(),
         entry,
-    )
+    )?;
+    for hold in &d.holds {
+        draft.holds.push(Workflow::record(hold).map_err(|e| SealError::Canonical(e.to_string()))?);
+    }
+    Ok(draft)
 }
 
 fn recorded_reply(r: &wit::HttpResponse) -> Value {
@@ -709,7 +1086,10 @@ pub fn integrations(config: &BTreeMap<String, crate::config::IntegrationConfig>)
     config
         .iter()
         .map(|(name, c)| {
-            (name.clone(), Integration { plugin: c.plugin.clone(), settings: Arc::new(c.settings.clone()) })
+            (
+                name.clone(),
+                Integration { plugin: c.plugin.clone(), settings: Arc::new(c.settings.clone()), step_up: c.step_up },
+            )
         })
         .collect()
 }
@@ -731,12 +1111,20 @@ mod tests {
         }
         let pdp = Arc::new(Pdp::new(PolicyPack::bundled().unwrap(), None));
         let store = Store::open(dir, Arc::new(ReceiptKey::generate()), 64).unwrap();
+        let store_for_workflow = store.clone();
         Pipeline::new(
             plugins,
             pdp,
             store,
             integrations(&Config::default().integrations),
             Arc::new(alignment::HashedEmbedder),
+            Workflow::open(
+                store_for_workflow,
+                crate::notify::Notifier::disabled(),
+                Config::default().approvals,
+                Config::default().deferrals,
+            )
+            .unwrap(),
         )
         .unwrap()
     }

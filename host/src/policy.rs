@@ -851,6 +851,9 @@ pub struct PolicyOutcome {
     pub scores: RecordedScores,
     /// Set when evaluation failed and the decision was forced.
     pub fault: Option<Fault>,
+    /// For a DEFER on unknown context: the attributes the policies read
+    /// that are not known yet (e.g. `change_freeze`), the evidence to get.
+    pub missing: Vec<String>,
 }
 
 /// What one evaluation found, before the AARM steps order it.
@@ -971,6 +974,7 @@ impl Pdp {
                 risk,
             },
             fault: None,
+            missing: Vec::new(),
         };
         match serde_jcs::to_vec(&context) {
             Ok(bytes) => out.context_hash = format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
@@ -1065,6 +1069,10 @@ impl Pdp {
             let what: Vec<String> = relevant.iter().map(|(id, e)| format!("`{id}`: {e}")).collect();
             let reason = format!("context needed by policy is not known yet ({})", what.join("; "));
             out.policy_ids = relevant.iter().map(|(id, _)| id.to_string()).collect();
+            let mut missing: Vec<String> = relevant.iter().filter_map(|(_, e)| quoted(e)).collect();
+            missing.sort();
+            missing.dedup();
+            out.missing = missing;
             return set(out.clone(), Decision::Defer, Some("context_dependent_defer"), reason, out.policy_ids);
         }
         // (b) Applicable policies of the same priority disagree.
@@ -1461,6 +1469,14 @@ fn any_string(v: &Value, depth: usize, f: &mut dyn FnMut(&str) -> bool) -> bool 
     }
 }
 
+/// The first `backticked` word of a Cedar error message: the attribute a
+/// missing-attribute error names.
+fn quoted(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once('`')?;
+    let (name, _) = rest.split_once('`')?;
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// Build the Cedar context (see docs/policy-guide.md for the model).
 /// Attributes that are not known yet are absent, not defaulted: a policy
 /// that reads one gets Cedar's missing-attribute error, which is AARM's
@@ -1489,7 +1505,7 @@ fn cedar_context(
         "signals": signals,
         "data_classes": data_classes,
         "risk": permille(risk),
-        "evidence": {},
+        "evidence": session.evidence,
         "session": {
             "actions": count(session.actions),
             "denied": count(session.denied),

@@ -48,6 +48,10 @@ pub struct ReceiptDraft {
     /// The session-log entry recording the decided action, appended in the
     /// same batch; its seq goes into `context.session_seq`.
     pub entry: Option<EntryDraft>,
+    /// Approval / deferral records `(id, JSON)` this receipt creates or
+    /// resolves, stored in the same batch: a record never changes without
+    /// the signed receipt that says so.
+    pub holds: Vec<(String, Vec<u8>)>,
 }
 
 /// The body members of a receipt that the pipeline provides.
@@ -90,7 +94,17 @@ impl ReceiptDraft {
             ("version", jcs(&Value::String(RECEIPT_VERSION.to_owned()))?),
         ];
         let session_view = jcs(&body.session)?;
-        Ok(Self { receipt_id, members, context_hash: body.context_hash, session_view, session, agent, decision, entry })
+        Ok(Self {
+            receipt_id,
+            members,
+            context_hash: body.context_hash,
+            session_view,
+            session,
+            agent,
+            decision,
+            entry,
+            holds: Vec::new(),
+        })
     }
 }
 

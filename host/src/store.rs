@@ -85,6 +85,9 @@ struct Parts {
     packs: PartitionHandle,
     /// Small named values (`active_pack`).
     meta: PartitionHandle,
+    /// approval / deferral id → its record (JSON), written in the batch of
+    /// the receipt that creates or resolves it.
+    holds: PartitionHandle,
 }
 
 /// Handle to the store: reads directly, writes through the writer thread.
@@ -212,6 +215,7 @@ impl Store {
             session_log: open("session_log")?,
             packs: open("packs")?,
             meta: open("meta")?,
+            holds: open("holds")?,
             keyspace,
         };
         // The chain resumes from the last durable receipt.
@@ -347,6 +351,19 @@ impl Store {
         batch.commit()?;
         self.parts.keyspace.persist(PersistMode::SyncAll)?;
         Ok(())
+    }
+
+    /// Every approval and deferral record (JSON), in id order (ids are
+    /// UUIDv7, so oldest first).
+    pub fn holds(&self) -> Result<Vec<Value>, StoreError> {
+        self.parts
+            .holds
+            .iter()
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
     }
 
     /// The uploaded pack stored under `hash`.
@@ -677,6 +694,9 @@ impl Writer {
         batch.insert(&self.parts.by_agent, cat(&lp(&draft.agent), &key), []);
         batch.insert(&self.parts.by_decision, cat(&[decision_code(&draft.decision)], &key), []);
         batch.insert(&self.parts.by_time, cat(&ms.to_be_bytes(), &key), []);
+        for (id, record) in draft.holds {
+            batch.insert(&self.parts.holds, id.as_bytes(), record);
+        }
         Ok(Committed { seq, session_seq })
     }
 }

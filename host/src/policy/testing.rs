@@ -97,6 +97,10 @@ struct Event {
     observation: Option<Value>,
     #[serde(default)]
     action: Option<Value>,
+    /// Evidence supplied to the session (name → value), as the deferral
+    /// service records it.
+    #[serde(default)]
+    evidence: Option<Map<String, Value>>,
     #[serde(default)]
     scores: Option<CaseScores>,
     #[serde(default)]
@@ -163,6 +167,7 @@ fn run_case(
             intent: None,
             observation: None,
             action: Some(a.clone()),
+            evidence: None,
             scores: case.scores,
             expect: Some(clone_expect(e)),
         }),
@@ -179,11 +184,18 @@ fn run_case(
     };
     for (step, event) in events.iter().enumerate() {
         match (&event.intent, &event.observation, &event.action) {
-            (Some(text), None, None) => {
+            _ if event.evidence.is_some()
+                && event.intent.is_none()
+                && event.observation.is_none()
+                && event.action.is_none() =>
+            {
+                fold(&mut session, EntryKind::Evidence, json!({"evidence": event.evidence}));
+            }
+            (Some(text), None, None) if event.evidence.is_none() => {
                 fold(&mut session, EntryKind::Intent, json!({"text": text}));
             }
-            (None, Some(o), None) => fold(&mut session, EntryKind::Observation, o.clone()),
-            (None, None, Some(a)) => {
+            (None, Some(o), None) if event.evidence.is_none() => fold(&mut session, EntryKind::Observation, o.clone()),
+            (None, None, Some(a)) if event.evidence.is_none() => {
                 let expect =
                     event.expect.as_ref().ok_or_else(|| bad(&format!("event {step}: an action needs `expect`")))?;
                 let action = pdp.map_action(action_from(a).map_err(|e| bad(&format!("event {step}: {e}")))?);
@@ -202,7 +214,11 @@ fn run_case(
                            "alignment": outcome.scores.alignment}),
                 );
             }
-            _ => return Err(bad(&format!("event {step} must have exactly one of `intent`, `observation`, `action`"))),
+            _ => {
+                return Err(bad(&format!(
+                    "event {step} must have exactly one of `intent`, `observation`, `evidence`, `action`"
+                )));
+            }
         }
     }
     Ok(())
