@@ -8,10 +8,12 @@
     reason = "tests: a failed expectation aborts the test with a message"
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const ARBITER: &str = env!("CARGO_BIN_EXE_arbiter");
+use common::ARBITER;
 
 fn pack(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies").join(name)
@@ -21,20 +23,6 @@ fn policy(command: &str, dir: &Path) -> (Option<i32>, String) {
     let Output { status, stdout, stderr } =
         Command::new(ARBITER).args(["policy", command]).arg(dir).output().expect("running arbiter policy");
     (status.code(), format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr)))
-}
-
-/// Copy a pack directory (two levels: files and `tests/`, `schemas/`).
-fn copy_pack(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_pack(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }
 
 #[test]
@@ -58,7 +46,7 @@ fn bundled_packs_validate_and_pass_their_tests() {
 // case, the step, what was expected and what the PDP decided, failures first.
 fn a_wrong_expectation_fails_with_a_readable_table() {
     let dir = tempfile::tempdir().unwrap();
-    copy_pack(&pack("aarm-conformance"), dir.path());
+    common::copy_dir(&pack("aarm-conformance"), dir.path());
     let file = dir.path().join("tests/r3-forbidden.json");
     let text = std::fs::read_to_string(&file).unwrap();
     let mut cases: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -90,7 +78,7 @@ fn a_wrong_expectation_fails_with_a_readable_table() {
 // refused by `validate` (and `test`), naming the problem.
 fn a_policy_that_breaks_the_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    copy_pack(&pack("aarm-conformance"), dir.path());
+    common::copy_dir(&pack("aarm-conformance"), dir.path());
     std::fs::write(
         dir.path().join("typo.cedar"),
         "@id(\"typo\") forbid(principal, action == Action::\"email.send\", resource)\n\

@@ -414,3 +414,77 @@ async fn deferrals_expire_cascade_and_depend() {
     assert_eq!(r.status, 409, "{}", r.text);
     verify_receipts(&server.all_receipts().await, &server.keys().await).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// DEFER resolved by the pack's evidence resolver: Arbiter asks the narrow
+// question itself while the hook waits, and the action proceeds; a resolver
+// that is down leaves it deferred (never an ALLOW by itself).
+async fn the_packs_evidence_resolver_answers_a_deferral() {
+    let asked: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let log = asked.clone();
+    let app = axum::Router::new().route(
+        "/evidence",
+        axum::routing::post(move |axum::Json(q): axum::Json<Value>| {
+            let log = log.clone();
+            async move {
+                let value = match q["question"].as_str() {
+                    Some("change_freeze") => "clear",
+                    Some("change_ticket") => "approved",
+                    _ => "unknown",
+                };
+                log.lock().unwrap().push(q);
+                axum::Json(json!({"value": value}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("pack");
+    common::copy_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/aarm-conformance"), &pack);
+    let mut manifest = std::fs::read_to_string(pack.join("pack.toml")).unwrap();
+    for name in ["change_freeze", "change_ticket"] {
+        manifest.push_str(&format!("\n[evidence.{name}]\nurl = \"http://{addr}/evidence\"\ntimeout_ms = 1000\n"));
+    }
+    std::fs::write(pack.join("pack.toml"), manifest).unwrap();
+    let cfg = config("[deferrals]\nhold_ms = 3000\n").replace(
+        &format!("{}", std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/aarm-conformance").display()),
+        &pack.display().to_string(),
+    );
+    let server = Server::start_with(ServerOptions { config: Some(cfg), ..ServerOptions::default() });
+
+    let answer = ask(&server, &pre("def-resolver", "mcp__vault__rotate", rotate("prod/api-key"))).await;
+    assert_eq!(answer.told, "allow", "{}", answer.reason);
+    assert_eq!(answer.receipt["decision"]["result"], "ALLOW", "{}", answer.receipt);
+    assert_eq!(answer.receipt["deferral"]["resolution_method"], "resolver", "{}", answer.receipt);
+    let questions = asked.lock().unwrap().clone();
+    let q = questions.iter().find(|q| q["question"] == "change_freeze").expect("asked about the freeze");
+    assert_eq!(q["action"]["tool"], "secrets");
+    assert_eq!(q["action"]["target"], "prod/api-key");
+    assert!(q["deferral_id"].as_str().unwrap().starts_with("def-"));
+
+    // The deferral's own follow-up receipt names the resolver.
+    let deferrals = server.admin_json("/v1/deferrals").await;
+    let hold = &deferrals["deferrals"][0];
+    assert_eq!(hold["status"], "approved", "{deferrals}");
+    assert_eq!(hold["resolution"]["method"], "resolver");
+    assert_eq!(hold["resolution"]["by"], "evidence-resolver");
+
+    // A resolver that is down: the action stays deferred.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let manifest =
+        std::fs::read_to_string(pack.join("pack.toml")).unwrap().replace(&addr.to_string(), &closed.to_string());
+    std::fs::write(pack.join("pack.toml"), manifest).unwrap();
+    drop(server);
+    let cfg = config("[deferrals]\nhold_ms = 1500\n").replace(
+        &format!("{}", std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/aarm-conformance").display()),
+        &pack.display().to_string(),
+    );
+    let server = Server::start_with(ServerOptions { config: Some(cfg), ..ServerOptions::default() });
+    let answer = ask(&server, &pre("def-resolver-down", "mcp__vault__rotate", rotate("prod/api-key"))).await;
+    assert_eq!((answer.told.as_str(), answer.receipt["decision"]["result"].as_str()), ("deny", Some("DEFER")));
+    let deferrals = server.admin_json("/v1/deferrals?status=pending").await;
+    assert_eq!(deferrals["deferrals"].as_array().unwrap().len(), 1, "{deferrals}");
+}

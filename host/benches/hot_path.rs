@@ -14,6 +14,9 @@
 //! 2. open loop: a fixed timetable of `--rate` requests/s; latency is measured
 //!    from each request's *scheduled* send time, so a stalled server is
 //!    charged for the requests it delayed (no coordinated omission).
+//! 3. held: `--held` hook requests wait for an approver (a production
+//!    `terraform apply`, STEP_UP in `hold` mode) while the closed loop runs
+//!    again; its throughput is compared with phase 1.
 //!
 //! Run: `cargo bench -p arbiter --bench hot_path -- [--quick] [--duration SECS]
 //! [--concurrency N] [--rate R]`. Without cargo's `--bench` flag (e.g. under
@@ -41,9 +44,11 @@ struct Args {
     concurrency: usize,
     rate: u64,
     client_threads: usize,
+    held: usize,
 }
 
-const USAGE: &str = "usage: hot_path [--quick] [--duration SECS] [--concurrency N] [--rate R] [--client-threads N]";
+const USAGE: &str =
+    "usage: hot_path [--quick] [--duration SECS] [--concurrency N] [--rate R] [--client-threads N] [--held N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -54,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         // The load generator shares the 2 cores with the server; one thread
         // keeps it from taking more than it needs.
         client_threads: 1,
+        held: 50,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let benching = raw.iter().any(|a| a == "--bench");
@@ -74,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
             "--concurrency" => args.concurrency = num("--concurrency", it.next())?.clamp(1, 4096) as usize,
             "--rate" => args.rate = num("--rate", it.next())?.clamp(1, 1_000_000),
             "--client-threads" => args.client_threads = num("--client-threads", it.next())?.clamp(1, 64) as usize,
+            "--held" => args.held = num("--held", it.next())?.clamp(0, 1000) as usize,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -351,6 +358,66 @@ async fn seed(target: Arc<Target>) -> u64 {
     failed
 }
 
+/// Server config: the defaults, except that STEP_UP waits for an approver
+/// (`hold`) long enough to outlast the held phase.
+const CONFIG: &str = r#"
+[ingress]
+request_timeout_ms = 300000
+
+[approvals]
+hold_ms = 240000
+
+[integrations.claude-code]
+plugin = "claude-code"
+step_up = "hold"
+"#;
+
+/// Start `n` hook requests that wait for an approval (each a distinct
+/// production `terraform apply`), and return once all `n` are pending.
+async fn hold_requests(
+    target: Arc<Target>,
+    server_admin: (String, String),
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = common::pre_tool_use_bash(
+                &format!("terraform -chdir=envs/prod apply -auto-approve -var build={i}"),
+                &format!("bench-held-{i}"),
+            );
+            let _ = client(1)
+                .post(&target.url)
+                .header("authorization", &target.auth)
+                .timeout(Duration::from_secs(600))
+                .json(&body)
+                .send()
+                .await;
+        }));
+    }
+    let (url, token) = server_admin;
+    let http = client(1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pending: Value = http
+            .get(format!("{url}/v1/approvals?status=pending"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("listing approvals")
+            .json()
+            .await
+            .expect("approvals JSON");
+        let count = pending["approvals"].as_array().map_or(0, Vec::len);
+        if count >= n {
+            return tasks;
+        }
+        assert!(Instant::now() < deadline, "only {count} of {n} requests are held after 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -372,7 +439,10 @@ fn main() {
         .expect("tokio runtime");
 
     eprintln!("hot_path: starting {} ...", common::ARBITER);
-    let mut server = common::Server::start();
+    let mut server = common::Server::start_with(common::ServerOptions {
+        config: Some(CONFIG.to_owned()),
+        ..common::ServerOptions::default()
+    });
     let target = Arc::new(Target {
         url: server.url("/v1/hooks/claude-code"),
         auth: format!("Bearer {}", server.ingress_token),
@@ -393,6 +463,14 @@ fn main() {
     rt.block_on(open_loop(target.clone(), args.rate, Duration::from_secs(1), false));
     eprintln!("hot_path: open loop at {}/s for {:?}", args.rate, args.duration);
     let open = rt.block_on(open_loop(target.clone(), args.rate, args.duration, true));
+    let held = (args.held > 0).then(|| {
+        eprintln!("hot_path: holding {} requests for approval, then the closed loop again", args.held);
+        let admin = (server.base.clone(), server.admin_token.clone());
+        let waiting = rt.block_on(hold_requests(target.clone(), admin, args.held));
+        let result = rt.block_on(closed_loop(target.clone(), &args));
+        waiting.iter().for_each(tokio::task::JoinHandle::abort);
+        result
+    });
 
     let rss = peak_rss_kib(pid);
     let alive = server.is_running();
@@ -400,11 +478,12 @@ fn main() {
 
     let c = &closed.counts;
     let o = &open.counts;
-    let errors = c.errors.load(Ordering::Relaxed) + o.errors.load(Ordering::Relaxed) + seed_failures;
+    let held_errors = held.as_ref().map_or(0, |h| h.counts.errors.load(Ordering::Relaxed));
+    let errors = c.errors.load(Ordering::Relaxed) + o.errors.load(Ordering::Relaxed) + seed_failures + held_errors;
     println!();
     println!("=== arbiter hot_path ===");
     println!(
-        "machine: {} cpus; client threads {}; durable receipts on (default config)",
+        "machine: {} cpus; client threads {}; durable receipts on (default config, STEP_UP in hold mode)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         args.client_threads
     );
@@ -439,6 +518,17 @@ fn main() {
         open.late_starts
     );
     println!("  latency from scheduled send: {}", percentiles(&open.hist));
+    if let Some(h) = &held {
+        println!(
+            "held: {} hook requests waiting for approval; closed loop meanwhile: {:.0} decisions/s ({:.0}% of the \
+             figure without), errors {}",
+            args.held,
+            h.rate,
+            100.0 * h.rate / closed.rate.max(1.0),
+            h.counts.errors.load(Ordering::Relaxed)
+        );
+        println!("  latency: {}", percentiles(&h.hist));
+    }
     match rss {
         Some(kib) => println!("server peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("server peak RSS (VmHWM): unavailable"),

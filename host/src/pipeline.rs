@@ -165,6 +165,8 @@ pub struct Pipeline {
     action_schema: jsonschema::Validator,
     embedder: Arc<dyn EmbeddingProvider>,
     workflow: Arc<Workflow>,
+    /// Client of the pack's evidence resolvers.
+    http: reqwest::Client,
 }
 
 impl Pipeline {
@@ -179,7 +181,11 @@ impl Pipeline {
     ) -> anyhow::Result<Self> {
         let schema: Value = serde_json::from_str(ACTION_SCHEMA)?;
         let action_schema = jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("action schema: {e}"))?;
-        Ok(Self { plugins, pdp: ArcSwap::new(pdp), store, integrations, action_schema, embedder, workflow })
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { plugins, pdp: ArcSwap::new(pdp), store, integrations, action_schema, embedder, workflow, http })
     }
 
     /// The approval and deferral services (for the API).
@@ -364,8 +370,12 @@ impl Pipeline {
             }
         }
 
-        // 6. A held action: wait (bounded) for its approver or evidence, and
-        // answer the moment it is resolved.
+        // 6. A held action: ask the pack's evidence resolvers (deferrals),
+        // then wait (bounded) for its approver or evidence, and answer the
+        // moment it is resolved.
+        if let Some(((HoldKind::Deferral, id), _, _)) = &wait_on {
+            self.gather_evidence(&pdp, id).await;
+        }
         if let Some(((kind, id), action, held_receipt)) = wait_on
             && let Some(resolution) = self.workflow.wait(&id, self.workflow.hold_time(kind)).await
         {
@@ -602,6 +612,53 @@ impl Pipeline {
         };
         self.store.append_entry(draft).await?;
         self.redecide_deferrals(session, method, by).await
+    }
+
+    /// Ask the pack's evidence resolvers for what a deferral misses (all
+    /// configured names at once, concurrently, each bounded by its
+    /// timeout), and supply what they answer. A resolver that fails or says
+    /// nothing usable leaves the deferral pending: never an ALLOW by itself.
+    async fn gather_evidence(&self, pdp: &Pdp, id: &str) {
+        let resolvers = pdp.evidence_resolvers();
+        let Some(hold) = self.workflow.get(HoldKind::Deferral, id) else { return };
+        if hold.status != HoldStatus::Pending || !hold.missing.iter().any(|m| resolvers.contains_key(m)) {
+            return;
+        }
+        let question = |name: &str| {
+            json!({"question": name, "deferral_id": hold.id, "session": hold.session,
+                   "action": {"tool": hold.action.tool, "operation": hold.action.operation,
+                              "target": hold.action.resource}})
+        };
+        let asks = resolvers.iter().map(|(name, r)| {
+            let request = self
+                .http
+                .post(&r.url)
+                .timeout(std::time::Duration::from_millis(r.timeout_ms))
+                .json(&question(name))
+                .send();
+            async move {
+                let value = match request.await {
+                    Ok(resp) if resp.status().is_success() => resp.json::<Value>().await.ok(),
+                    Ok(resp) => {
+                        tracing::warn!(evidence = %name, status = %resp.status(), "evidence resolver refused");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(evidence = %name, error = %e.without_url(), "evidence resolver failed");
+                        None
+                    }
+                };
+                let answer = value.as_ref().and_then(|v| v.get("value")).and_then(Value::as_str);
+                answer.filter(|a| a.len() <= 1024).map(|a| (name.clone(), Value::String(a.to_owned())))
+            }
+        });
+        let evidence: Map<String, Value> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+        if evidence.is_empty() {
+            return;
+        }
+        if let Err(e) = self.supply_evidence(&hold.session, evidence, "resolver", "evidence-resolver").await {
+            tracing::warn!(error = %e, deferral = %hold.id, "supplying resolved evidence failed");
+        }
     }
 
     /// Re-decide the pending deferrals of `session` on its current context.

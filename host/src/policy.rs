@@ -119,6 +119,27 @@ struct PackManifest {
     risk: RiskConfig,
     #[serde(default)]
     mcp_tools: BTreeMap<String, McpTool>,
+    #[serde(default)]
+    evidence: BTreeMap<String, EvidenceResolver>,
+}
+
+/// `[evidence.<name>]` in `pack.toml`: where the deferral service asks for
+/// the evidence `context.evidence.<name>` when an action is deferred for the
+/// lack of it. Arbiter POSTs `{"question": "<name>", "deferral_id",
+/// "session", "action": {"tool", "operation", "target"}}` and expects
+/// `{"value": "<string>"}` within `timeout_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceResolver {
+    /// `http://` or `https://` endpoint.
+    pub url: String,
+    /// Per-question timeout in milliseconds (1 .. 10 000). Default = 2000.
+    #[serde(default = "default_resolver_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_resolver_timeout() -> u64 {
+    2000
 }
 
 /// `[mcp_tools."mcp://<server>/<tool>"]` in `pack.toml`: an MCP tool that is
@@ -423,6 +444,8 @@ pub struct PolicyPack {
     gates: BTreeSet<String>,
     /// MCP tools decided as the pack's own actions, by `mcp://server/tool`.
     mcp_tools: BTreeMap<String, McpTool>,
+    /// Evidence resolvers by evidence name.
+    evidence: BTreeMap<String, EvidenceResolver>,
 }
 
 /// The pack's Cedar schema file.
@@ -501,6 +524,15 @@ impl PolicyPack {
             .ok_or_else(|| PackError::Manifest { file: "pack.toml".to_owned(), reason: "missing".to_owned() })?;
         let manifest: PackManifest = toml::from_str(&text("pack.toml", &manifest_bytes.1)?)
             .map_err(|e| PackError::Manifest { file: "pack.toml".to_owned(), reason: e.to_string() })?;
+        for (name, resolver) in &manifest.evidence {
+            let scheme_ok = resolver.url.starts_with("http://") || resolver.url.starts_with("https://");
+            if !scheme_ok || !(1..=10_000).contains(&resolver.timeout_ms) {
+                return Err(PackError::Manifest {
+                    file: "pack.toml".to_owned(),
+                    reason: format!("evidence `{name}`: url must be http(s) and timeout_ms 1..10000"),
+                });
+            }
+        }
         for (key, tool) in &manifest.mcp_tools {
             McpTool::check(key, tool).map_err(|reason| PackError::Manifest {
                 file: "pack.toml".to_owned(),
@@ -682,6 +714,7 @@ impl PolicyPack {
             alignment: manifest.alignment,
             risk: manifest.risk,
             mcp_tools: manifest.mcp_tools,
+            evidence: manifest.evidence,
             forbids,
             permits,
             meta,
@@ -922,6 +955,11 @@ impl Pdp {
                 .map(str::to_owned);
         }
         action
+    }
+
+    /// Where the deferral service asks for evidence, by evidence name.
+    pub fn evidence_resolvers(&self) -> &BTreeMap<String, EvidenceResolver> {
+        &self.pack.evidence
     }
 
     /// The posture applied when nothing matches.

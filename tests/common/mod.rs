@@ -324,6 +324,20 @@ fn read_token(path: &Path) -> String {
     token
 }
 
+/// Copy a directory tree (a policy pack: files, `tests/`, `schemas/`).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating target dir");
+    for entry in std::fs::read_dir(from).expect("reading dir") {
+        let path = entry.expect("dir entry").path();
+        let target = to.join(path.file_name().expect("file name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copying file");
+        }
+    }
+}
+
 /// Percent-encodes everything but unreserved characters (RFC 3986).
 pub fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
