@@ -488,3 +488,34 @@ async fn the_packs_evidence_resolver_answers_a_deferral() {
     let deferrals = server.admin_json("/v1/deferrals?status=pending").await;
     assert_eq!(deferrals["deferrals"].as_array().unwrap().len(), 1, "{deferrals}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// SDK callers (`/v1/evaluate`) get the approval id with a STEP_UP; once it
+// is approved the identical action evaluates to ALLOW, up to the uses the
+// policy grants.
+async fn evaluate_callers_get_an_approval_to_wait_for() {
+    let server = start("");
+    let action = json!({
+        "tool": "file", "operation": "write", "resource": "/srv/repo/infra/dns.tf",
+        "parameters": {"file_path": "/srv/repo/infra/dns.tf", "content": "record {}"},
+        "requester_context": {"session": "sdk-1", "agent": "deploy-bot", "human": "ana@acme.example"}
+    });
+    let evaluate = || async {
+        let r = post(&server, "/v1/evaluate", &server.ingress_token, action.clone()).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()
+    };
+    let first = evaluate().await;
+    assert_eq!(first["decision"], "STEP_UP", "{first}");
+    let id = first["approval_id"].as_str().expect("approval id").to_owned();
+    let hold = get_as(&server, &format!("/v1/approvals/{id}"), ALICE).await;
+    assert_eq!(hold["action"]["requester_context"]["agent"], "deploy-bot");
+    let r = post(&server, &format!("/v1/approvals/{id}/approve"), ALICE, json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let second = evaluate().await;
+    assert_eq!(second["decision"], "ALLOW", "{second}");
+    assert!(second.get("approval_id").is_none());
+    let third = evaluate().await;
+    assert_eq!(third["decision"], "STEP_UP", "one use: {third}");
+    assert_ne!(third["approval_id"], id.as_str());
+}

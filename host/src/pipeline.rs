@@ -93,6 +93,13 @@ pub struct EvaluateReply {
     /// Rewritten parameters for MODIFY.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modified_parameters: Option<Map<String, Value>>,
+    /// STEP_UP: the pending approval; retry the identical action once it is
+    /// approved (`GET /v1/approvals/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// DEFER: the pending deferral.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferral_id: Option<String>,
 }
 
 /// A decided action on its way to a receipt.
@@ -434,6 +441,8 @@ impl Pipeline {
             scores: RecordedScores::default(),
             fault: None,
             missing: Vec::new(),
+            hold_deadline_secs: None,
+            approval_uses: None,
         };
         let mut d = Decided::new(action, base, receipt_id.clone());
         match self.workflow.take_use(kind, &d.action) {
@@ -727,14 +736,28 @@ impl Pipeline {
             Ok(s) => pdp.decide(&action, &s, &self.scores(&s, &action).await),
             Err(e) => fault_outcome(context_fault_of(e)),
         };
-        let d = Decided::new(action, outcome, uuid::Uuid::now_v7().to_string());
+        let mut d = Decided::new(action, outcome, uuid::Uuid::now_v7().to_string());
+        if d.outcome.fault.is_none() {
+            // SDK callers have no vendor prompt: STEP_UP goes to approvers.
+            self.apply_holds(&pdp, &mut d, StepUpMode::Hold);
+        }
         let draft = receipt_draft(&pdp, &d, None, None, true).map_err(StoreError::from)?;
         self.store.append_receipt(draft).await?;
+        for hold in std::mem::take(&mut d.holds) {
+            self.workflow.register(hold, self.workflow.public_url());
+        }
+        let (approval_id, deferral_id) = match &d.wait_on {
+            Some((HoldKind::Approval, id)) => (Some(id.clone()), None),
+            Some((HoldKind::Deferral, id)) => (None, Some(id.clone())),
+            None => (None, None),
+        };
         Ok(EvaluateReply {
             decision: d.outcome.decision,
             reason: d.outcome.reason,
             receipt_id: d.receipt_id,
             modified_parameters: d.outcome.modified_parameters,
+            approval_id,
+            deferral_id,
         })
     }
 
@@ -932,6 +955,8 @@ fn fault_outcome(fault: Fault) -> PolicyOutcome {
         scores: RecordedScores::default(),
         fault: Some(fault),
         missing: Vec::new(),
+        hold_deadline_secs: None,
+        approval_uses: None,
     }
 }
 

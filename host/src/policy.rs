@@ -299,6 +299,12 @@ struct PolicyMeta {
     /// `@aligned_decision` of a `context_dependent_allow` policy: what an
     /// aligned action gets instead of DENY. Default STEP_UP.
     aligned_decision: Decision,
+    /// `@deadline_secs`: how long the approval or deferral this policy's
+    /// STEP_UP / DEFER creates stays open (default: the service's config).
+    deadline_secs: Option<u64>,
+    /// `@approval_uses`: identical actions one approval lets through
+    /// (default: `approvals.max_uses`).
+    approval_uses: Option<u32>,
     /// The signal the policy's first condition tests first, when it starts
     /// `when { context.signals.contains("X") ...`: Cedar evaluates that
     /// conjunct first and stops when it is false, so without signal X the
@@ -620,6 +626,23 @@ impl PolicyPack {
                         )?
                     }
                 };
+                let deadline_secs =
+                    match policy.annotation("deadline_secs") {
+                        None => None,
+                        Some(v) => Some(v.trim().parse::<u64>().ok().filter(|v| (1..=86_400).contains(v)).ok_or_else(
+                            || annotation_err(format!("`{id}`: `@deadline_secs` must be 1 .. 86400 seconds")),
+                        )?),
+                    };
+                let approval_uses = match policy.annotation("approval_uses") {
+                    None => None,
+                    Some(v) => Some(
+                        v.trim()
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|v| (1..=1000).contains(v))
+                            .ok_or_else(|| annotation_err(format!("`{id}`: `@approval_uses` must be 1 .. 1000")))?,
+                    ),
+                };
                 let approvers = policy
                     .annotation("approvers")
                     .map(|a| a.split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect())
@@ -641,6 +664,8 @@ impl PolicyPack {
                         transforms,
                         min_confidence,
                         aligned_decision,
+                        deadline_secs,
+                        approval_uses,
                         gate: signal_gate(policy),
                     },
                 );
@@ -887,6 +912,11 @@ pub struct PolicyOutcome {
     /// For a DEFER on unknown context: the attributes the policies read
     /// that are not known yet (e.g. `change_freeze`), the evidence to get.
     pub missing: Vec<String>,
+    /// For STEP_UP / DEFER: the deciding policies' `@deadline_secs` (the
+    /// shortest) and `@approval_uses` (the fewest).
+    pub hold_deadline_secs: Option<u64>,
+    /// See `hold_deadline_secs`.
+    pub approval_uses: Option<u32>,
 }
 
 /// What one evaluation found, before the AARM steps order it.
@@ -988,6 +1018,18 @@ impl Pdp {
     /// Deterministic: the same action, session and scores give the same
     /// outcome. Never fails: an evaluation error is a DENY with a fault.
     pub fn decide(&self, action: &CanonicalAction, session: &SessionSummary, scores: &Scores) -> PolicyOutcome {
+        let mut out = self.decide_in_order(action, session, scores);
+        if matches!(out.decision, Decision::StepUp | Decision::Defer) {
+            let metas: Vec<&PolicyMeta> =
+                out.policy_ids.iter().filter_map(|id| self.pack.meta.get(&PolicyId::new(id.as_str()))).collect();
+            out.hold_deadline_secs = metas.iter().filter_map(|m| m.deadline_secs).min();
+            out.approval_uses = metas.iter().filter_map(|m| m.approval_uses).min();
+        }
+        out
+    }
+
+    /// [`Pdp::decide`] without the hold annotations.
+    fn decide_in_order(&self, action: &CanonicalAction, session: &SessionSummary, scores: &Scores) -> PolicyOutcome {
         let pack = &self.pack;
         // One JSON view of the parameters, shared by every step below.
         let params = Value::Object(action.parameters.clone());
@@ -1013,6 +1055,8 @@ impl Pdp {
             },
             fault: None,
             missing: Vec::new(),
+            hold_deadline_secs: None,
+            approval_uses: None,
         };
         match serde_jcs::to_vec(&context) {
             Ok(bytes) => out.context_hash = format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),

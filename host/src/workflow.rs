@@ -313,10 +313,10 @@ impl Workflow {
         missing: Vec<String>,
     ) -> Hold {
         let now = time::OffsetDateTime::now_utc();
-        let secs = match kind {
+        let secs = outcome.hold_deadline_secs.unwrap_or(match kind {
             HoldKind::Approval => self.approvals.deadline_secs,
             HoldKind::Deferral => self.deferrals.deadline_secs,
-        };
+        });
         let deadline = now + time::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2));
         let prefix = match kind {
             HoldKind::Approval => "apr",
@@ -342,7 +342,7 @@ impl Workflow {
             deadline: crate::model::format_rfc3339(deadline),
             deadline_ms: unix_ms(deadline),
             uses: 0,
-            max_uses: self.approvals.max_uses,
+            max_uses: outcome.approval_uses.unwrap_or(self.approvals.max_uses),
             resolution: None,
         }
     }
@@ -579,4 +579,40 @@ pub fn follow_up_receipt(
 
 fn unix_ms(t: time::OffsetDateTime) -> u64 {
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn action(v: Value) -> CanonicalAction {
+        crate::policy::testing::action_from(&v).unwrap()
+    }
+
+    #[test]
+    // The binding covers what the action does and who asks, not when or
+    // under which call id it was sent; key order does not matter.
+    fn args_hash_binds_the_action_and_the_requester() {
+        let base = json!({"tool": "file", "operation": "write", "resource": "/x",
+                          "parameters": {"a": 1, "b": {"c": "d"}},
+                          "requester_context": {"session": "s", "agent": "a", "human": "h"}});
+        let h = args_hash(&action(base.clone()));
+        assert!(h.starts_with("sha256:") && h.len() == 71);
+        let mut reordered = action(base.clone());
+        reordered.parameters = serde_json::from_str(r#"{"b": {"c": "d"}, "a": 1}"#).unwrap();
+        reordered.action_id = "another-call".to_owned();
+        reordered.timestamp = "2030-01-01T00:00:00.000Z".to_owned();
+        assert_eq!(args_hash(&reordered), h);
+        for (pointer, value) in [
+            ("/parameters/a", json!(2)),
+            ("/resource", json!("/y")),
+            ("/requester_context/session", json!("other")),
+            ("/requester_context/human", json!("mallory")),
+        ] {
+            let mut changed = base.clone();
+            *changed.pointer_mut(pointer).unwrap() = value;
+            assert_ne!(args_hash(&action(changed)), h, "{pointer}");
+        }
+    }
 }

@@ -498,3 +498,27 @@ fn policies_see_the_actions_the_session_performed() {
     assert_eq!(out.session["performed"], json!(["db.query"]));
     assert_eq!(out.session["actions_per_minute"], 1);
 }
+
+#[test]
+// `@deadline_secs` and `@approval_uses` reach the outcome of a STEP_UP (the
+// strictest of the deciding policies), and bad values refuse the pack.
+fn hold_annotations_reach_the_outcome() {
+    let cedar = "@id(\"allow\") permit(principal, action, resource);
+        @id(\"a\") @decision(\"STEP_UP\") @priority(\"5\") @deadline_secs(\"90\") @approval_uses(\"3\")
+        forbid(principal, action == Action::\"shell.exec\", resource);
+        @id(\"b\") @decision(\"STEP_UP\") @priority(\"5\") @deadline_secs(\"30\")
+        forbid(principal, action == Action::\"shell.exec\", resource);";
+    let pdp = pack_with("", cedar, &[]);
+    let out =
+        pdp.decide(&act("shell", "exec", json!({"command": "ls"})), &SessionSummary::new("s"), &Scores::default());
+    assert_eq!(out.decision, Decision::StepUp);
+    assert_eq!((out.hold_deadline_secs, out.approval_uses), (Some(30), Some(3)));
+    let allowed = pdp.decide(&act("file", "read", json!({})), &SessionSummary::new("s"), &Scores::default());
+    assert_eq!((allowed.hold_deadline_secs, allowed.approval_uses), (None, None));
+    for bad in ["@deadline_secs(\"0\")", "@deadline_secs(\"soon\")", "@approval_uses(\"0\")"] {
+        let err = pack(&format!("@id(\"x\") @decision(\"STEP_UP\") {bad} forbid(principal, action, resource);"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be"), "{bad}: {err}");
+    }
+}
