@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod policy;
 pub mod receipts;
+pub mod shim;
 pub mod store;
 pub mod workflow;
 

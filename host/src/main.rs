@@ -1,4 +1,4 @@
-//! The `arbiter` command: `serve`, `verify`, `keygen`.
+//! The `arbiter` command: `serve`, `verify`, `keygen`, `policy`, `hook`.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +51,29 @@ enum Command {
         /// a filtered export) are reported but allowed.
         #[arg(long)]
         require_complete: bool,
+    },
+    /// Command-hook shim: read a hook payload on stdin, ask Arbiter, print
+    /// the vendor's reply; exit 2 (the vendors' "block") when it blocks, and
+    /// also when Arbiter is unreachable, too slow or answers garbage.
+    Hook {
+        /// Integration (`/v1/hooks/<integration>`), e.g. `gemini-cli`.
+        #[arg(long)]
+        integration: String,
+        /// Event segment (`/v1/hooks/<integration>/<event>`) for vendors
+        /// whose payloads carry no event name.
+        #[arg(long)]
+        event: Option<String>,
+        /// Arbiter's base URL.
+        #[arg(long, env = "ARBITER_URL", default_value = "http://127.0.0.1:8750")]
+        url: String,
+        /// File holding the ingress token (else `ARBITER_TOKEN`).
+        #[arg(long, env = "ARBITER_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// Give up (and block) after this many milliseconds. Keep it under
+        /// the vendor's hook timeout, and above Arbiter's hold times when
+        /// approvals or deferrals should be waited for.
+        #[arg(long, default_value_t = 12_000)]
+        timeout_ms: u64,
     },
     /// Work with policy packs.
     Policy {
@@ -120,6 +143,30 @@ fn main() -> ExitCode {
             }
         }
         Command::Policy { command } => policy(command),
+        Command::Hook { integration, event, url, token_file, timeout_ms } => {
+            let token = std::env::var("ARBITER_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .or_else(|| token_file.and_then(|f| std::fs::read_to_string(f).ok()).map(|t| t.trim().to_owned()));
+            let args = arbiter::shim::HookArgs {
+                integration,
+                event,
+                url,
+                token,
+                timeout: std::time::Duration::from_millis(timeout_ms.max(1)),
+            };
+            let input = arbiter::shim::read_stdin().unwrap_or_default();
+            let outcome = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(arbiter::shim::run(&args, &input)),
+                Err(e) => arbiter::shim::Outcome {
+                    stdout: String::new(),
+                    stderr: format!("arbiter hook: cannot start: {e}"),
+                    code: arbiter::shim::BLOCK,
+                },
+            };
+            arbiter::shim::emit(&outcome);
+            ExitCode::from(outcome.code)
+        }
         Command::Verify { receipts, keys, require_complete } => match verify(&receipts, &keys, require_complete) {
             Ok(msg) => {
                 println!("{msg}");
