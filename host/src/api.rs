@@ -620,16 +620,9 @@ fn status_filter(q: &StatusQuery) -> Result<Option<HoldStatus>, ApiError> {
     }
 }
 
-fn hold_kind_name(kind: HoldKind) -> &'static str {
-    match kind {
-        HoldKind::Approval => "approval",
-        HoldKind::Deferral => "deferral",
-    }
-}
-
 fn list_holds(state: &AppState, kind: HoldKind, q: &StatusQuery) -> Result<Json<Value>, ApiError> {
     let holds = state.pipeline.workflow().list(kind, status_filter(q)?);
-    let key = format!("{}s", hold_kind_name(kind));
+    let key = format!("{}s", kind.name());
     Ok(Json(json!({ key: holds })))
 }
 
@@ -639,7 +632,7 @@ fn get_hold(state: &AppState, kind: HoldKind, id: &str) -> Result<Json<Hold>, Ap
         .workflow()
         .get(kind, id)
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no {} with id `{id}`", hold_kind_name(kind))))
+        .ok_or_else(|| ApiError::NotFound(format!("no {} with id `{id}`", kind.name())))
 }
 
 async fn list_approvals(State(state): State<AppState>, Query(q): Query<StatusQuery>) -> Result<Json<Value>, ApiError> {

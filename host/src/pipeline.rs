@@ -28,7 +28,7 @@ use crate::model::{
     AssertedBy, CanonicalAction, Decision, Fault, FaultComponent, FaultKind, RequesterContext, now_rfc3339,
 };
 use crate::plugins::{Plugin, PluginHost, Settings, wit};
-use crate::policy::{Pdp, PolicyOutcome, RecordedScores, Scores};
+use crate::policy::{Pdp, PolicyOutcome, Scores};
 use crate::receipts::{ReceiptBody, ReceiptDraft, SealError};
 use crate::store::{ContextError, Store, StoreError};
 use crate::workflow::{Hold, HoldKind, HoldStatus, Verdict, Workflow, WorkflowError, args_hash};
@@ -141,10 +141,7 @@ impl Decided {
             "{} by {} ({} `{}`, use {} of {})",
             word,
             r.map_or("?", |r| r.by.as_str()),
-            match hold.kind {
-                HoldKind::Approval => "approval",
-                HoldKind::Deferral => "deferral",
-            },
+            hold.kind.name(),
             hold.id,
             hold.uses,
             hold.max_uses
@@ -423,27 +420,8 @@ impl Pipeline {
         resolution: crate::workflow::Resolution,
     ) -> HookReply {
         let receipt_id = uuid::Uuid::now_v7().to_string();
-        let what = match kind {
-            HoldKind::Approval => "approval",
-            HoldKind::Deferral => "deferral",
-        };
-        let base = PolicyOutcome {
-            decision: Decision::Deny,
-            classification: None,
-            reason: String::new(),
-            policy_ids: Vec::new(),
-            signals: Vec::new(),
-            data_classes: Vec::new(),
-            context_hash: String::new(),
-            session: Value::Null,
-            modified_parameters: None,
-            approvers: Vec::new(),
-            scores: RecordedScores::default(),
-            fault: None,
-            missing: Vec::new(),
-            hold_deadline_secs: None,
-            approval_uses: None,
-        };
+        let what = kind.name();
+        let base = PolicyOutcome::blocked(String::new());
         let mut d = Decided::new(action, base, receipt_id.clone());
         match self.workflow.take_use(kind, &d.action) {
             Some(hold) if resolution.decision.proceeds() => {
@@ -941,23 +919,7 @@ fn stand_in_action(
 }
 
 fn fault_outcome(fault: Fault) -> PolicyOutcome {
-    PolicyOutcome {
-        decision: Decision::Deny,
-        classification: None,
-        reason: format!("blocked: {}", fault.message),
-        policy_ids: Vec::new(),
-        signals: Vec::new(),
-        data_classes: Vec::new(),
-        context_hash: String::new(),
-        session: Value::Null,
-        modified_parameters: None,
-        approvers: Vec::new(),
-        scores: RecordedScores::default(),
-        fault: Some(fault),
-        missing: Vec::new(),
-        hold_deadline_secs: None,
-        approval_uses: None,
-    }
+    PolicyOutcome { fault: Some(fault.clone()), ..PolicyOutcome::blocked(format!("blocked: {}", fault.message)) }
 }
 
 /// Keep the evaluation facts, but force a block because of `fault`.

@@ -919,6 +919,30 @@ pub struct PolicyOutcome {
     pub approval_uses: Option<u32>,
 }
 
+impl PolicyOutcome {
+    /// A DENY that no policy evaluation produced (a fault, a resolution):
+    /// empty facts around `reason`.
+    pub fn blocked(reason: String) -> Self {
+        Self {
+            decision: Decision::Deny,
+            classification: None,
+            reason,
+            policy_ids: Vec::new(),
+            signals: Vec::new(),
+            data_classes: Vec::new(),
+            context_hash: String::new(),
+            session: Value::Null,
+            modified_parameters: None,
+            approvers: Vec::new(),
+            scores: RecordedScores::default(),
+            fault: None,
+            missing: Vec::new(),
+            hold_deadline_secs: None,
+            approval_uses: None,
+        }
+    }
+}
+
 /// What one evaluation found, before the AARM steps order it.
 struct Findings<'a> {
     satisfied: Vec<(&'a PolicyId, &'a PolicyMeta)>,
@@ -1037,26 +1061,16 @@ impl Pdp {
         let risk = session_risk(session, &pack.risk.private_classes);
         let context = cedar_context(action, &params, session, &signals, &data_classes, scores, risk);
         let mut out = PolicyOutcome {
-            decision: Decision::Deny,
-            classification: None,
-            reason: String::new(),
-            policy_ids: Vec::new(),
             signals,
             data_classes,
-            context_hash: String::new(),
             session: context.get("session").cloned().unwrap_or(Value::Null),
-            modified_parameters: None,
-            approvers: Vec::new(),
             scores: RecordedScores {
                 alignment: scores.alignment,
                 confidence: scores.confidence,
                 drift: scores.drift,
                 risk,
             },
-            fault: None,
-            missing: Vec::new(),
-            hold_deadline_secs: None,
-            approval_uses: None,
+            ..PolicyOutcome::blocked(String::new())
         };
         match serde_jcs::to_vec(&context) {
             Ok(bytes) => out.context_hash = format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),

@@ -45,6 +45,16 @@ pub enum HoldKind {
     Deferral,
 }
 
+impl HoldKind {
+    /// `approval` or `deferral`, as in routes, policy ids and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Approval => "approval",
+            Self::Deferral => "deferral",
+        }
+    }
+}
+
 /// Where a hold stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -456,10 +466,7 @@ impl Workflow {
     /// resolver is recorded apart.
     pub async fn resolve(&self, kind: HoldKind, id: &str, verdict: Verdict<'_>) -> Result<Hold, WorkflowError> {
         let Verdict { decision, method, by, comment, reason } = verdict;
-        let what = match kind {
-            HoldKind::Approval => "approval",
-            HoldKind::Deferral => "deferral",
-        };
+        let what = kind.name();
         let mut hold = self.get(kind, id).ok_or_else(|| WorkflowError::NotFound(what, id.to_owned()))?;
         if hold.status != HoldStatus::Pending {
             let status = serde_json::to_value(hold.status).ok().and_then(|v| v.as_str().map(str::to_owned));
