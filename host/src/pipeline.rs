@@ -369,7 +369,8 @@ impl Pipeline {
             for hold in d.holds {
                 self.workflow.register(hold, self.workflow.public_url());
             }
-            if waits && d.wait_on.is_some() {
+            // Not when a fault forced the answer: that block stands.
+            if waits && d.wait_on.is_some() && d.outcome.fault.is_none() {
                 wait_on = d.wait_on.map(|w| (w, d.action, d.receipt_id));
             }
         }
@@ -409,7 +410,7 @@ impl Pipeline {
     async fn answer_resolved(
         &self,
         pdp: &Pdp,
-        plugin: &Plugin,
+        plugin: &Arc<Plugin>,
         integration: &str,
         settings: Settings,
         request: &Arc<wit::HttpRequest>,
@@ -456,11 +457,7 @@ impl Pipeline {
             fault: false,
             decided: true,
         };
-        let plugin_arc = self.plugins.get(&plugin.name);
-        let encoded = match plugin_arc {
-            Some(p) => self.plugins.encode(&p, settings, request.clone(), verdict).await,
-            None => Err(Fault::new(FaultComponent::Plugin, FaultKind::Unavailable, "plugin unloaded")),
-        };
+        let encoded = self.plugins.encode(plugin, settings, request.clone(), verdict).await;
         let response = match encoded {
             Ok(r) => r,
             Err(fault) => {
