@@ -58,6 +58,9 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Approvers and their tokens.
     pub approvers: Arc<Vec<Approver>>,
+    /// Integrations whose callers authenticate otherwise than with the
+    /// ingress token (e.g. an Entra ID JWT).
+    pub integration_auth: Arc<std::collections::HashMap<String, crate::inbound::Verifier>>,
     /// Default-posture override from config, applied to uploaded packs too.
     pub default_posture: Option<crate::policy::Posture>,
 }
@@ -197,6 +200,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn require_ingress(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // `/v1/hooks/<integration>[/<event>]` of an integration with its own
+    // authentication accepts that, and only that.
+    let integration =
+        request.uri().path().strip_prefix("/v1/hooks/").map(|rest| rest.split('/').next().unwrap_or(rest));
+    if let Some(verifier) = integration.and_then(|i| state.integration_auth.get(i)) {
+        return match verifier.verify(bearer(request.headers())).await {
+            Ok(_) => next.run(request).await,
+            Err(e) => {
+                tracing::warn!(integration = integration.unwrap_or_default(), error = %e, "hook caller refused");
+                ApiError::Unauthorized.into_response()
+            }
+        };
+    }
     match bearer(request.headers()) {
         Some(t) if state.ingress_token.matches(t) => next.run(request).await,
         _ => ApiError::Unauthorized.into_response(),
@@ -306,8 +322,11 @@ async fn govern(
     }
     let body = body_or_error(body, state.body_limit)?;
     // Every vendor we govern speaks JSON; reject broken JSON precisely here
-    // rather than as an opaque plugin rejection.
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+    // rather than as an opaque plugin rejection. An empty body (Copilot
+    // Studio's `validate`) is the plugin's to judge.
+    if !body.is_empty()
+        && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+    {
         return Err(ApiError::BadRequest(format!("malformed JSON body: {e}")));
     }
     let request = wit::HttpRequest {

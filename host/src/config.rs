@@ -135,7 +135,12 @@ impl Default for Config {
         let mut integrations = BTreeMap::new();
         integrations.insert(
             "claude-code".to_owned(),
-            IntegrationConfig { plugin: "claude-code".to_owned(), settings: BTreeMap::new(), step_up: None },
+            IntegrationConfig {
+                plugin: "claude-code".to_owned(),
+                settings: BTreeMap::new(),
+                step_up: None,
+                auth: None,
+            },
         );
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8750)),
@@ -292,6 +297,11 @@ pub struct IntegrationConfig {
     /// `hold` for headless clients, which turn `ask` into a deny.
     #[serde(default)]
     pub step_up: Option<StepUpMode>,
+    /// How this integration's callers authenticate, when they cannot send
+    /// the ingress token (Copilot Studio: an Entra ID JWT). Default: the
+    /// ingress token.
+    #[serde(default)]
+    pub auth: Option<crate::inbound::AuthConfig>,
 }
 
 /// See [`IntegrationConfig::step_up`].
@@ -319,6 +329,7 @@ impl Config {
                     plugin: "claude-code".to_owned(),
                     settings: BTreeMap::new(),
                     step_up: None,
+                    auth: None,
                 });
                 config
             }

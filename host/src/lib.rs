@@ -17,6 +17,7 @@ pub mod classify;
 pub mod config;
 pub mod context;
 pub mod credentials;
+pub mod inbound;
 pub mod model;
 pub mod notify;
 pub mod pipeline;
@@ -126,8 +127,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )?;
         approvers.push(api::Approver { identity: identity.clone(), token, groups: auth.groups.clone() });
     }
+    let mut integration_auth = std::collections::HashMap::new();
+    for (name, integration) in &config.integrations {
+        if let Some(auth) = &integration.auth {
+            let verifier = inbound::Verifier::new(auth, &data.join("integrations").join(format!("{name}.token")))
+                .with_context(|| format!("integrations.{name}.auth"))?;
+            verifier.warm().await;
+            integration_auth.insert(name.clone(), verifier);
+        }
+    }
     let state = api::AppState {
         pipeline,
+        integration_auth: Arc::new(integration_auth),
         approvers: Arc::new(approvers),
         ingress_token: Arc::new(ingress_token),
         admin_token: Arc::new(admin_token),
