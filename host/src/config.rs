@@ -140,6 +140,7 @@ impl Default for Config {
                 settings: BTreeMap::new(),
                 step_up: None,
                 auth: None,
+                hold_ms: None,
             },
         );
         Self {
@@ -302,6 +303,13 @@ pub struct IntegrationConfig {
     /// ingress token.
     #[serde(default)]
     pub auth: Option<crate::inbound::AuthConfig>,
+    /// Longest a hook of this integration waits for an approver or
+    /// evidence, in milliseconds, instead of `approvals.hold_ms` /
+    /// `deferrals.hold_ms` (the shorter wins). Vendors with a short budget
+    /// set it low: Copilot Studio allows the tool when no answer comes within
+    /// one second, so its integration must answer at once (`hold_ms = 0`).
+    #[serde(default)]
+    pub hold_ms: Option<u64>,
 }
 
 /// See [`IntegrationConfig::step_up`].
@@ -330,6 +338,7 @@ impl Config {
                     settings: BTreeMap::new(),
                     step_up: None,
                     auth: None,
+                    hold_ms: None,
                 });
                 config
             }

@@ -282,6 +282,11 @@ impl SessionSummary {
     }
 }
 
+/// An intent as the session keeps it (clipped to its first 4 KiB).
+pub fn stored_intent(text: &str) -> String {
+    truncate(text, MAX_INTENT_BYTES)
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();

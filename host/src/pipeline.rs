@@ -68,6 +68,8 @@ pub struct Integration {
     /// How STEP_UP reaches the vendor (`None`: from the plugin's declared
     /// capabilities).
     pub step_up: Option<StepUpMode>,
+    /// Cap on how long a held hook waits (`None`: the services' own).
+    pub hold: Option<std::time::Duration>,
 }
 
 /// What goes back to a hook caller.
@@ -249,7 +251,16 @@ impl Pipeline {
                     actions.push(self.canonical_action(a, &requester, integration).map(|a| pdp.map_action(a)));
                     continue;
                 }
-                wit::Event::Intent(i) => (EntryKind::Intent, json!({"text": i.text, "event_kind": i.event_kind})),
+                wit::Event::Intent(i) => {
+                    // Vendors that resend the user's message with every tool
+                    // call (Copilot Studio) would restart the drift each time.
+                    if self.store.session_summary(&requester.session).is_ok_and(|s| {
+                        s.latest_intent.as_deref() == Some(crate::context::stored_intent(&i.text).as_str())
+                    }) {
+                        continue;
+                    }
+                    (EntryKind::Intent, json!({"text": i.text, "event_kind": i.event_kind}))
+                }
                 wit::Event::Observation(o) => (EntryKind::Observation, observation_data(&pdp, &o)),
                 wit::Event::SessionStart(l) => (EntryKind::SessionStart, lifecycle_data(&l)),
                 wit::Event::SessionEnd(l) => (EntryKind::SessionEnd, lifecycle_data(&l)),
@@ -378,11 +389,16 @@ impl Pipeline {
         // 6. A held action: ask the pack's evidence resolvers (deferrals),
         // then wait (bounded) for its approver or evidence, and answer the
         // moment it is resolved.
-        if let Some(((HoldKind::Deferral, id), _, _)) = &wait_on {
+        let hold_for =
+            |kind| config.hold.map_or(self.workflow.hold_time(kind), |h| h.min(self.workflow.hold_time(kind)));
+        if let Some(((HoldKind::Deferral, id), _, _)) = &wait_on
+            && !hold_for(HoldKind::Deferral).is_zero()
+        {
             self.gather_evidence(&pdp, id).await;
         }
         if let Some(((kind, id), action, held_receipt)) = wait_on
-            && let Some(resolution) = self.workflow.wait(&id, self.workflow.hold_time(kind)).await
+            && !hold_for(kind).is_zero()
+            && let Some(resolution) = self.workflow.wait(&id, hold_for(kind)).await
         {
             let resolved = self
                 .answer_resolved(
@@ -1129,7 +1145,12 @@ pub fn integrations(config: &BTreeMap<String, crate::config::IntegrationConfig>)
         .map(|(name, c)| {
             (
                 name.clone(),
-                Integration { plugin: c.plugin.clone(), settings: Arc::new(c.settings.clone()), step_up: c.step_up },
+                Integration {
+                    plugin: c.plugin.clone(),
+                    settings: Arc::new(c.settings.clone()),
+                    step_up: c.step_up,
+                    hold: c.hold_ms.map(std::time::Duration::from_millis),
+                },
             )
         })
         .collect()
