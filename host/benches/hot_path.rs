@@ -17,6 +17,9 @@
 //! 3. held: `--held` hook requests wait for an approver (a production
 //!    `terraform apply`, STEP_UP in `hold` mode) while the closed loop runs
 //!    again; its throughput is compared with phase 1.
+//! 4. Copilot Studio under load: its captured `analyze-tool-execution`
+//!    request at 50/s while the closed loop runs; Copilot Studio allows the
+//!    tool when no answer comes within 1000 ms, so the report counts those.
 //!
 //! Run: `cargo bench -p arbiter --bench hot_path -- [--quick] [--duration SECS]
 //! [--concurrency N] [--rate R]`. Without cargo's `--bench` flag (e.g. under
@@ -370,7 +373,59 @@ hold_ms = 240000
 [integrations.claude-code]
 plugin = "claude-code"
 step_up = "hold"
+
+[integrations.copilot-studio]
+plugin = "copilot-studio"
+hold_ms = 0
+[integrations.copilot-studio.auth]
+kind = "bearer"
+token = "bench-copilot-studio-token-0001"
 "#;
+
+/// Copilot Studio's answer budget: later than this, the tool runs.
+const STUDIO_BUDGET: Duration = Duration::from_millis(1000);
+
+/// Copilot Studio requests at 50/s for `duration`, each in its own
+/// conversation turn; returns their latency and how many missed the budget.
+async fn studio_loop(base: String, duration: Duration) -> (Histogram<u64>, u64, u64) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/copilot-studio/2025-05-01/analyze-send-email.json");
+    let body: Value = serde_json::from_slice(&std::fs::read(path).expect("studio fixture")).expect("fixture JSON");
+    let url = format!("{base}/v1/hooks/copilot-studio/analyze-tool-execution?api-version=2025-05-01");
+    let http = client(64);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let end = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < end {
+        tick.tick().await;
+        let mut body = body.clone();
+        body["conversationMetadata"]["conversationId"] = Value::from(format!("bench-studio-{}", n % 16));
+        body["conversationMetadata"]["planStepId"] = Value::from(format!("step-{n}"));
+        let (http, url) = (http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let ok = http
+                .post(&url)
+                .bearer_auth("bench-copilot-studio-token-0001")
+                .json(&body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            (t0.elapsed(), ok)
+        }));
+        n += 1;
+    }
+    let mut hist = new_hist();
+    let (mut late, mut errors) = (0, 0);
+    for t in tasks {
+        let (took, ok) = t.await.expect("studio task");
+        let _ = hist.record((took.as_micros().max(1) as u64).min(60_000_000));
+        late += u64::from(took > STUDIO_BUDGET);
+        errors += u64::from(!ok);
+    }
+    (hist, late, errors)
+}
 
 /// Start `n` hook requests that wait for an approval (each a distinct
 /// production `terraform apply`), and return once all `n` are pending.
@@ -472,6 +527,12 @@ fn main() {
         result
     });
 
+    eprintln!("hot_path: Copilot Studio requests at 50/s during the closed loop");
+    let studio = rt.block_on(async {
+        let studio = tokio::spawn(studio_loop(server.base.clone(), args.duration));
+        let load = closed_loop(target.clone(), &args).await;
+        (studio.await.expect("studio loop"), load)
+    });
     let rss = peak_rss_kib(pid);
     let alive = server.is_running();
     server.kill();
@@ -479,7 +540,12 @@ fn main() {
     let c = &closed.counts;
     let o = &open.counts;
     let held_errors = held.as_ref().map_or(0, |h| h.counts.errors.load(Ordering::Relaxed));
-    let errors = c.errors.load(Ordering::Relaxed) + o.errors.load(Ordering::Relaxed) + seed_failures + held_errors;
+    let errors = c.errors.load(Ordering::Relaxed)
+        + o.errors.load(Ordering::Relaxed)
+        + seed_failures
+        + held_errors
+        + studio.0.2
+        + studio.1.counts.errors.load(Ordering::Relaxed);
     println!();
     println!("=== arbiter hot_path ===");
     println!(
@@ -529,6 +595,14 @@ fn main() {
         );
         println!("  latency: {}", percentiles(&h.hist));
     }
+    let ((studio_hist, studio_late, studio_errors), studio_load) = &studio;
+    println!(
+        "copilot-studio: {} analyze requests at 50/s under a {:.0} decisions/s closed loop: {}; over the 1000 ms \
+         budget: {studio_late}; errors {studio_errors}",
+        studio_hist.len(),
+        studio_load.rate,
+        percentiles(studio_hist)
+    );
     match rss {
         Some(kib) => println!("server peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("server peak RSS (VmHWM): unavailable"),
