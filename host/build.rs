@@ -22,8 +22,13 @@ use std::process::{Command, Stdio};
 const GUEST_TARGET: &str = "wasm32-wasip2";
 
 /// Plugins embedded in the binary: (plugin name, cargo artifact stem).
-const BUNDLED: &[(&str, &str)] =
-    &[("claude-code", "arbiter_plugin_claude_code"), ("copilot-studio", "arbiter_plugin_copilot_studio")];
+const BUNDLED: &[(&str, &str)] = &[
+    ("claude-code", "arbiter_plugin_claude_code"),
+    ("codex-cli", "arbiter_plugin_codex_cli"),
+    ("copilot-studio", "arbiter_plugin_copilot_studio"),
+    ("gemini-cli", "arbiter_plugin_gemini_cli"),
+    ("github-copilot", "arbiter_plugin_github_copilot"),
+];
 
 /// Test-only plugins: (env var set for the host's tests, artifact stem).
 const TEST_PLUGINS: &[(&str, &str)] = &[("ARBITER_TEST_PLUGIN_FAULTY", "arbiter_plugin_faulty")];

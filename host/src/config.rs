@@ -72,6 +72,27 @@ pub struct Config {
     pub deferrals: DeferralsConfig,
 }
 
+/// The integrations served without configuration: one per bundled adapter
+/// whose vendor authenticates with the ingress token. (Copilot Studio needs
+/// its Entra ID settings, so it is configured explicitly.) GitHub Copilot's
+/// `ask` is a deny in headless and cloud runs, so its STEP_UP goes to
+/// Arbiter's approvers.
+fn default_integrations() -> BTreeMap<String, IntegrationConfig> {
+    [("claude-code", None), ("codex-cli", None), ("gemini-cli", None), ("github-copilot", Some(StepUpMode::Hold))]
+        .into_iter()
+        .map(|(name, step_up)| {
+            let integration = IntegrationConfig {
+                plugin: name.to_owned(),
+                settings: BTreeMap::new(),
+                step_up,
+                auth: None,
+                hold_ms: None,
+            };
+            (name.to_owned(), integration)
+        })
+        .collect()
+}
+
 /// `[approvals]`: the approval service behind STEP_UP.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -132,17 +153,7 @@ impl Default for DeferralsConfig {
 
 impl Default for Config {
     fn default() -> Self {
-        let mut integrations = BTreeMap::new();
-        integrations.insert(
-            "claude-code".to_owned(),
-            IntegrationConfig {
-                plugin: "claude-code".to_owned(),
-                settings: BTreeMap::new(),
-                step_up: None,
-                auth: None,
-                hold_ms: None,
-            },
-        );
+        let integrations = default_integrations();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8750)),
             data_dir: PathBuf::from("./arbiter-data"),
@@ -332,14 +343,10 @@ impl Config {
                     .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
                 let mut config: Self = toml::from_str(&text)
                     .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
-                // The default integration stays unless the file redefines it.
-                config.integrations.entry("claude-code".to_owned()).or_insert_with(|| IntegrationConfig {
-                    plugin: "claude-code".to_owned(),
-                    settings: BTreeMap::new(),
-                    step_up: None,
-                    auth: None,
-                    hold_ms: None,
-                });
+                // The default integrations stay unless the file redefines them.
+                for (name, integration) in default_integrations() {
+                    config.integrations.entry(name).or_insert(integration);
+                }
                 config
             }
         };

@@ -97,9 +97,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let pdp = Arc::new(policy::Pdp::new(pack, config.default_posture));
 
     let plugins = Arc::new(plugins::PluginHost::new(&config.plugins)?);
-    for (name, bytes) in plugins::bundled::BUNDLED {
-        plugins.load(&format!("bundled:{name}"), Arc::from(*bytes)).await?;
-    }
+    // Compiled concurrently: start-up time is mostly Cranelift.
+    let bundled = plugins::bundled::BUNDLED.iter().map(|(name, bytes)| {
+        let plugins = plugins.clone();
+        async move { plugins.load(&format!("bundled:{name}"), Arc::from(*bytes)).await }
+    });
+    futures::future::try_join_all(bundled).await?;
     plugins.load_dir(&config.plugin_dir()).await?;
     for (name, integration) in &config.integrations {
         anyhow::ensure!(
