@@ -366,6 +366,14 @@ impl Store {
             .collect()
     }
 
+    /// One approval or deferral record.
+    pub fn hold(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        match self.parts.holds.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
+        }
+    }
+
     /// The uploaded pack stored under `hash`.
     pub fn pack(&self, hash: &str) -> Result<Option<Value>, StoreError> {
         match self.parts.packs.get(hash.as_bytes())? {

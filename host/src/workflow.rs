@@ -32,6 +32,10 @@ use crate::policy::PackIdentity;
 use crate::receipts::{ReceiptBody, ReceiptDraft};
 use crate::store::{Store, StoreError};
 
+/// Resolved holds kept in memory (for retries of an approved action and
+/// for listing); older ones stay readable by id from the store.
+const MAX_RESOLVED_IN_MEMORY: usize = 10_000;
+
 /// How often the expiry task looks for holds past their deadline.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
@@ -233,6 +237,8 @@ struct State {
     waiters: HashMap<String, watch::Sender<Option<Resolution>>>,
     /// session → ids of its pending deferrals (read on every decision).
     deferred: HashMap<String, std::collections::BTreeSet<String>>,
+    /// Ids of the resolved holds in memory, oldest first (UUIDv7 order).
+    resolved: std::collections::BTreeSet<String>,
 }
 
 impl State {
@@ -249,7 +255,24 @@ impl State {
                 }
             }
         }
+        if hold.status == HoldStatus::Pending {
+            self.resolved.remove(&hold.id);
+        } else {
+            self.resolved.insert(hold.id.clone());
+        }
         self.holds.insert(hold.id.clone(), hold);
+        // Bounded memory: forget the oldest resolved holds (their records
+        // stay in the store; an approval forgotten before its use means the
+        // retry asks for a new one, never that it is let through).
+        while self.resolved.len() > MAX_RESOLVED_IN_MEMORY {
+            let Some(oldest) = self.resolved.pop_first() else { break };
+            if let Some(gone) = self.holds.remove(&oldest) {
+                let key = (gone.kind, gone.session, gone.args_hash);
+                if self.bindings.get(&key) == Some(&oldest) {
+                    self.bindings.remove(&key);
+                }
+            }
+        }
     }
 }
 
@@ -448,7 +471,12 @@ impl Workflow {
 
     /// One hold.
     pub fn get(&self, kind: HoldKind, id: &str) -> Option<Hold> {
-        self.lock().holds.get(id).filter(|h| h.kind == kind).cloned()
+        let held = self.lock().holds.get(id).cloned();
+        let hold = held.or_else(|| {
+            let value = self.store.hold(id).ok().flatten()?;
+            serde_json::from_value::<Hold>(value).ok()
+        });
+        hold.filter(|h| h.kind == kind)
     }
 
     /// Holds of `kind`, newest first, optionally of one status.
@@ -595,6 +623,49 @@ mod tests {
 
     fn action(v: Value) -> CanonicalAction {
         crate::policy::testing::action_from(&v).unwrap()
+    }
+
+    fn hold(n: usize, status: HoldStatus) -> Hold {
+        let a = action(json!({"tool": "shell", "operation": "exec", "parameters": {"n": n},
+                              "requester_context": {"session": "s"}}));
+        Hold {
+            id: format!("apr-{n:08}"),
+            kind: HoldKind::Approval,
+            status,
+            receipt_id: String::new(),
+            session: "s".to_owned(),
+            args_hash: args_hash(&a),
+            action: a,
+            reason: String::new(),
+            policy_ids: Vec::new(),
+            risk: 0.0,
+            approvers: Vec::new(),
+            missing: Vec::new(),
+            context_hash: String::new(),
+            session_view: Value::Null,
+            pack: PackIdentity { pack: "p".to_owned(), version: "1".to_owned(), hash: "h".to_owned() },
+            created_at: String::new(),
+            deadline: String::new(),
+            deadline_ms: 0,
+            uses: 0,
+            max_uses: 1,
+            resolution: None,
+        }
+    }
+
+    #[test]
+    // Memory holds every pending hold and the newest resolved ones; the
+    // oldest resolved are forgotten together with their bindings.
+    fn resolved_holds_are_bounded_in_memory() {
+        let mut state = State::default();
+        state.index(hold(0, HoldStatus::Pending));
+        for n in 1..=MAX_RESOLVED_IN_MEMORY + 5 {
+            state.index(hold(n, HoldStatus::Denied));
+        }
+        assert_eq!(state.holds.len(), MAX_RESOLVED_IN_MEMORY + 1);
+        assert!(state.holds.contains_key("apr-00000000"), "a pending hold is never forgotten");
+        assert!(!state.holds.contains_key("apr-00000001") && state.holds.contains_key("apr-00000006"));
+        assert_eq!(state.bindings.len(), MAX_RESOLVED_IN_MEMORY + 1);
     }
 
     #[test]
