@@ -265,7 +265,8 @@ async fn webhook_receiver() -> (String, Received) {
 // follow-up receipt; a pending approval survives a restart, and one whose
 // deadline passed while Arbiter was down is expired on start.
 async fn unanswered_approvals_expire_to_deny_even_across_a_restart() {
-    let mut server = start("[approvals]\nhold_ms = 100\ndeadline_secs = 2\n");
+    // Deadlines leave room for a restart on a loaded machine.
+    let mut server = start("[approvals]\nhold_ms = 100\ndeadline_secs = 5\n");
     let body = pre("apr-expire", "Write", infra_write("resource \"aws_s3_bucket\" \"a\" {}\n"));
     let held = ask(&server, &body).await;
     let id = held.receipt["approval"]["id"].as_str().unwrap().to_owned();
@@ -289,7 +290,7 @@ async fn unanswered_approvals_expire_to_deny_even_across_a_restart() {
     let held = ask(&server, &pre("apr-down", "Write", infra_write("resource \"aws_s3_bucket\" \"b\" {}\n"))).await;
     let id = held.receipt["approval"]["id"].as_str().unwrap().to_owned();
     server.kill();
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(5500));
     server.restart();
     let hold = server.admin_json(&format!("/v1/approvals/{id}")).await;
     assert_eq!(hold["status"], "expired", "expired on start: {hold}");
@@ -353,7 +354,7 @@ async fn a_deferral_is_resolved_by_new_context() {
 // while independent ones proceed; an explicit resolution is receipted.
 async fn deferrals_expire_cascade_and_depend() {
     let server = start(
-        "[deferrals]\nhold_ms = 100\ndeadline_secs = 2\nmax_pending_per_session = 2\n\n\
+        "[deferrals]\nhold_ms = 100\ndeadline_secs = 5\nmax_pending_per_session = 2\n\n\
          [integrations.claude-code-infra]\nplugin = \"claude-code\"\nsettings = { roles = \"infra-owner\" }\n",
     );
     let via = |integration: &'static str, body: Value| {
