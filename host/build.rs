@@ -28,6 +28,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("copilot-studio", "arbiter_plugin_copilot_studio"),
     ("gemini-cli", "arbiter_plugin_gemini_cli"),
     ("github-copilot", "arbiter_plugin_github_copilot"),
+    ("mcp-gateway", "arbiter_plugin_mcp_gateway"),
 ];
 
 /// Test-only plugins: (env var set for the host's tests, artifact stem).

@@ -76,21 +76,28 @@ pub struct Config {
 /// whose vendor authenticates with the ingress token. (Copilot Studio needs
 /// its Entra ID settings, so it is configured explicitly.) GitHub Copilot's
 /// `ask` is a deny in headless and cloud runs, so its STEP_UP goes to
-/// Arbiter's approvers.
+/// Arbiter's approvers; so does the MCP gateway's (`arbiter mcp-gateway`),
+/// which has no one to ask.
 fn default_integrations() -> BTreeMap<String, IntegrationConfig> {
-    [("claude-code", None), ("codex-cli", None), ("gemini-cli", None), ("github-copilot", Some(StepUpMode::Hold))]
-        .into_iter()
-        .map(|(name, step_up)| {
-            let integration = IntegrationConfig {
-                plugin: name.to_owned(),
-                settings: BTreeMap::new(),
-                step_up,
-                auth: None,
-                hold_ms: None,
-            };
-            (name.to_owned(), integration)
-        })
-        .collect()
+    [
+        ("claude-code", None),
+        ("codex-cli", None),
+        ("gemini-cli", None),
+        ("github-copilot", Some(StepUpMode::Hold)),
+        ("mcp-gateway", Some(StepUpMode::Hold)),
+    ]
+    .into_iter()
+    .map(|(name, step_up)| {
+        let integration = IntegrationConfig {
+            plugin: name.to_owned(),
+            settings: BTreeMap::new(),
+            step_up,
+            auth: None,
+            hold_ms: None,
+        };
+        (name.to_owned(), integration)
+    })
+    .collect()
 }
 
 /// `[approvals]`: the approval service behind STEP_UP.

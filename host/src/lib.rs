@@ -18,6 +18,7 @@ pub mod config;
 pub mod context;
 pub mod credentials;
 pub mod inbound;
+pub mod mcp_gateway;
 pub mod model;
 pub mod notify;
 pub mod pipeline;

@@ -1,4 +1,4 @@
-//! The `arbiter` command: `serve`, `verify`, `keygen`, `policy`, `hook`.
+//! The `arbiter` command: `serve`, `verify`, `keygen`, `policy`, `hook`, `mcp-gateway`.
 
 use std::path::{Path, PathBuf};
 
@@ -75,6 +75,33 @@ enum Command {
         #[arg(long, default_value_t = 12_000)]
         timeout_ms: u64,
     },
+    /// MCP protocol gateway: serve MCP on stdio, proxy to the upstream MCP
+    /// server given after `--` (run as a child process), and send every
+    /// `tools/call` through Arbiter first. Fails closed: a call Arbiter does
+    /// not let through, or cannot be asked about, is answered with an
+    /// `isError` tool result and never reaches the upstream.
+    McpGateway {
+        /// The upstream's name in policies (`mcp://<name>/<tool>`,
+        /// `mcp__<name>__<tool>`).
+        #[arg(long)]
+        server_name: String,
+        /// Arbiter's base URL.
+        #[arg(long, env = "ARBITER_URL", default_value = "http://127.0.0.1:8750")]
+        url: String,
+        /// File holding the ingress token (else `ARBITER_TOKEN`).
+        #[arg(long, env = "ARBITER_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// Session id every call is recorded under [default: a new UUID].
+        #[arg(long)]
+        session: Option<String>,
+        /// Give up on Arbiter (and refuse the call) after this many
+        /// milliseconds; keep it above Arbiter's approval hold time.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        /// The upstream MCP server command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Work with policy packs.
     Policy {
         #[command(subcommand)]
@@ -144,10 +171,7 @@ fn main() -> ExitCode {
         }
         Command::Policy { command } => policy(command),
         Command::Hook { integration, event, url, token_file, timeout_ms } => {
-            let token = std::env::var("ARBITER_TOKEN")
-                .ok()
-                .filter(|t| !t.trim().is_empty())
-                .or_else(|| token_file.and_then(|f| std::fs::read_to_string(f).ok()).map(|t| t.trim().to_owned()));
+            let token = token_of(token_file);
             let args = arbiter::shim::HookArgs {
                 integration,
                 event,
@@ -166,6 +190,34 @@ fn main() -> ExitCode {
             };
             arbiter::shim::emit(&outcome);
             ExitCode::from(outcome.code)
+        }
+        Command::McpGateway { server_name, url, token_file, session, timeout_ms, command } => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+                )
+                .init();
+            let args = arbiter::mcp_gateway::GatewayArgs {
+                server_name,
+                url,
+                token: token_of(token_file),
+                session: session.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                timeout: std::time::Duration::from_millis(timeout_ms.max(1)),
+                command,
+            };
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(arbiter::mcp_gateway::run(args)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("arbiter mcp-gateway: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Verify { receipts, keys, require_complete } => match verify(&receipts, &keys, require_complete) {
             Ok(msg) => {
@@ -193,6 +245,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The ingress token: `ARBITER_TOKEN`, else the token file's content.
+fn token_of(token_file: Option<PathBuf>) -> Option<String> {
+    std::env::var("ARBITER_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| token_file.and_then(|f| std::fs::read_to_string(f).ok()).map(|t| t.trim().to_owned()))
 }
 
 fn policy(command: PolicyCommand) -> ExitCode {
