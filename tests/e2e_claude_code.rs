@@ -123,7 +123,7 @@ fn installed_claude(prefix: &Path, logs: &Path) -> Option<PathBuf> {
     let candidates = [
         prefix.join("node_modules/.bin/claude"),
         // The platform package's binary, should the wrapper's postinstall
-        // not have replaced its placeholder.
+        // not have swapped its wrapper script for the native binary.
         prefix.join("node_modules/@anthropic-ai/claude-code-linux-x64/claude"),
     ];
     for bin in candidates {
