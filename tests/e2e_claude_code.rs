@@ -362,39 +362,15 @@ fn sse(model: &str, content: &[Value], stop_reason: &str) -> String {
 // The pack and the client's configuration.
 
 fn write_pack(dir: &Path) {
-    std::fs::create_dir_all(dir).expect("creating pack dir");
-    std::fs::write(
-        dir.join("pack.toml"),
-        r#"name = "e2e-claude-code"
-version = "0.1.0"
-description = "End-to-end test pack: a shell command that names denied-marker is forbidden; everything else is allowed."
-default_posture = "ALLOW"
-"#,
-    )
-    .expect("writing pack.toml");
-    std::fs::write(
-        dir.join("detectors.toml"),
-        r#"[[detector]]
-id = "e2e.denied_marker"
-description = "A shell command that names the file denied-marker."
-actions = ["shell.exec"]
-fields = ["command"]
-pattern = '''denied-marker'''
-"#,
-    )
-    .expect("writing detectors.toml");
-    std::fs::write(
-        dir.join("forbid.cedar"),
-        format!(
-            r#"@id("{FORBID_POLICY}")
-@classification("forbidden")
-@reason("The e2e test forbids any shell command that names denied-marker.")
-forbid (principal, action, resource)
-when {{ context.signals.contains("e2e.denied_marker") }};
-"#
-        ),
-    )
-    .expect("writing forbid.cedar");
+    common::write_forbid_pack(
+        dir,
+        "e2e-claude-code",
+        "shell.exec",
+        "command",
+        "denied-marker",
+        FORBID_POLICY,
+        "The e2e test forbids any shell command that names denied-marker.",
+    );
 }
 
 /// `~/.claude/settings.json` with the `PreToolUse` hook exactly as README.md

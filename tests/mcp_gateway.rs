@@ -96,39 +96,15 @@ fn ensure_fs_server() -> Result<PathBuf, String> {
 }
 
 fn write_pack(dir: &Path) {
-    std::fs::create_dir_all(dir).expect("creating pack dir");
-    std::fs::write(
-        dir.join("pack.toml"),
-        r#"name = "mcp-gateway-test"
-version = "0.1.0"
-description = "MCP gateway test pack: an MCP call whose path names denied- is forbidden; everything else is allowed."
-default_posture = "ALLOW"
-"#,
-    )
-    .expect("writing pack.toml");
-    std::fs::write(
-        dir.join("detectors.toml"),
-        r#"[[detector]]
-id = "mcpgw.denied_path"
-description = "An MCP call whose path argument names denied-."
-actions = ["mcp.call"]
-fields = ["path"]
-pattern = '''denied-'''
-"#,
-    )
-    .expect("writing detectors.toml");
-    std::fs::write(
-        dir.join("forbid.cedar"),
-        format!(
-            r#"@id("{FORBID_POLICY}")
-@classification("forbidden")
-@reason("The MCP gateway test forbids writing a path that names denied-.")
-forbid (principal, action, resource)
-when {{ context.signals.contains("mcpgw.denied_path") }};
-"#
-        ),
-    )
-    .expect("writing forbid.cedar");
+    common::write_forbid_pack(
+        dir,
+        "mcp-gateway-test",
+        "mcp.call",
+        "path",
+        "denied-",
+        FORBID_POLICY,
+        "The MCP gateway test forbids writing a path that names denied-.",
+    );
 }
 
 /// Starts `arbiter mcp-gateway` in front of the filesystem server and

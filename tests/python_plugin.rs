@@ -87,7 +87,7 @@ fn on_session(mut body: Value, session: &str) -> Value {
 }
 
 /// Status, decision header and body of a reply, with the receipt id and
-/// the integration's session suffix replaced by placeholders.
+/// the integration's session suffix replaced by fixed markers.
 fn normalised(r: &Reply, suffix: &str) -> (u16, Option<String>, Value) {
     let mut text = r.text.clone();
     if let Some(id) = r.header("x-arbiter-receipt-id") {

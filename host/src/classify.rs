@@ -48,7 +48,7 @@
 //!   Luhn passes one random number in ten, so a random 16-digit id starting
 //!   with 3–6 is still taken for a card about 4% of the time.
 //! - Password values that are references, not literals, are skipped:
-//!   `$VAR`, `${…}`, `{{…}}`, `<placeholder>`, masks (`****`), `null`, type
+//!   `$VAR`, `${…}`, `{{…}}`, `<your-token>`, masks (`****`), `null`, type
 //!   names (`password: str`), calls (`getpass()`), dotted paths
 //!   (`args.password`). An unquoted identifier (`password = pw` in code) is
 //!   still flagged: in an INI file the same text is a literal.
@@ -1157,9 +1157,9 @@ fn is_aws_secret_value(s: &str) -> bool {
     s.len() == 40 && s.chars().all(is_base64_char)
 }
 
-/// Whether a secret's value is a reference or placeholder rather than a
+/// Whether a secret's value is a reference or template rather than a
 /// literal: empty, a variable (`$X`, `${X}`, `%X%`, `{{x}}`), a
-/// `<placeholder>`, a mask (`****`, `xxxx`), a YAML tag (`!vault`), a null or
+/// `<your-token>` template, a mask (`****`, `xxxx`), a YAML tag (`!vault`), a null or
 /// type name, a dotted path (`args.password`), or the key's own name
 /// (`password=password`, typical of `f(password=password)`).
 fn is_reference(value: &str, key: &str) -> bool {
@@ -1392,7 +1392,7 @@ mod tests {
     }
 
     #[test]
-    // Password keys whose value is empty, a reference, a placeholder, a mask, a type or a call are not secrets.
+    // Password keys whose value is empty, a reference, a template, a mask, a type or a call are not secrets.
     fn password_references_are_clean() {
         for text in [
             r#"{"password": ""}"#,
@@ -1415,7 +1415,7 @@ mod tests {
     }
 
     #[test]
-    // user:password@ in a URL is SECRET; a user alone or a placeholder password is not.
+    // user:password@ in a URL is SECRET; a user alone or a template password is not.
     fn url_credentials_are_secret() {
         assert_only("postgres://app:Tr0ub4dor@db.internal:5432/app", "secret.url_credentials");
         assert_clean("postgres://app:${PGPASS}@db.internal:5432/app");

@@ -542,7 +542,7 @@ impl Pipeline {
                 {
                     d.deferral = hold.created_member();
                     d.wait_on = Some((HoldKind::Deferral, hold.id));
-                } else if wf.pending_deferrals(&session).len() >= wf.max_pending_deferrals() as usize {
+                } else if wf.pending_deferral_count(&session) >= wf.max_pending_deferrals() as usize {
                     d.outcome.decision = Decision::Deny;
                     d.outcome.reason = format!(
                         "{} — but this session already has {} deferred actions pending (the cap); \

@@ -443,6 +443,11 @@ impl Workflow {
         ids.iter().filter_map(|id| state.holds.get(id)).cloned().collect()
     }
 
+    /// How many deferrals of a session are pending (the cascade depth).
+    pub fn pending_deferral_count(&self, session: &str) -> usize {
+        self.lock().deferred.get(session).map_or(0, std::collections::BTreeSet::len)
+    }
+
     /// Whether a session has pending deferrals.
     pub fn has_pending_deferrals(&self, session: &str) -> bool {
         self.lock().deferred.contains_key(session)

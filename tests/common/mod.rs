@@ -324,6 +324,41 @@ fn read_token(path: &Path) -> String {
     token
 }
 
+/// Write a policy pack that allows everything except actions in which the
+/// detector `detector` (a regex on the `field` parameter of `action`) matches:
+/// those are `forbidden` by policy `policy_id`, with `reason`.
+pub fn write_forbid_pack(
+    dir: &Path,
+    name: &str,
+    action: &str,
+    field: &str,
+    pattern: &str,
+    policy_id: &str,
+    reason: &str,
+) {
+    let detector = format!("{policy_id}.signal");
+    std::fs::create_dir_all(dir).expect("creating pack dir");
+    let files = [
+        ("pack.toml", format!("name = \"{name}\"\nversion = \"0.1.0\"\ndefault_posture = \"ALLOW\"\n")),
+        (
+            "detectors.toml",
+            format!(
+                "[[detector]]\nid = \"{detector}\"\nactions = [\"{action}\"]\nfields = [\"{field}\"]\npattern = '''{pattern}'''\n"
+            ),
+        ),
+        (
+            "forbid.cedar",
+            format!(
+                "@id(\"{policy_id}\")\n@classification(\"forbidden\")\n@reason(\"{reason}\")\n\
+                 forbid (principal, action, resource)\nwhen {{ context.signals.contains(\"{detector}\") }};\n"
+            ),
+        ),
+    ];
+    for (file, text) in files {
+        std::fs::write(dir.join(file), text).expect("writing pack file");
+    }
+}
+
 /// Copy a directory tree (a policy pack: files, `tests/`, `schemas/`).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("creating target dir");
