@@ -463,6 +463,26 @@ mod tests {
     }
 
     #[test]
+    // Cursor is served by default, its no-ask events held; a file that
+    // redefines it keeps its own list.
+    fn cursor_default_and_hold_events() {
+        let config = Config::load(None).unwrap();
+        let cursor = &config.integrations["cursor"];
+        assert_eq!((cursor.plugin.as_str(), cursor.step_up), ("cursor", None));
+        assert_eq!(cursor.step_up_hold_events, ["beforeReadFile", "beforeTabFileRead", "preToolUse"]);
+        assert!(config.integrations["gemini-cli"].step_up_hold_events.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[integrations.cursor]\nplugin = \"cursor\"\nstep_up_hold_events = [\"beforeReadFile\"]\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.integrations["cursor"].step_up_hold_events, ["beforeReadFile"]);
+    }
+
+    #[test]
     // An unknown key is an error, not silently ignored.
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -68,11 +68,11 @@ fn permission(v: &Verdict, rewrite: Rewrite) -> Value {
         }
         Decision::Modify => match (rewrite, modified_parameters(v)) {
             (Rewrite::Refused, _) => deny(with_receipt(
-                format!("Cursor cannot rewrite an MCP call's input, so the call is refused: {}", v.reason),
+                format!("Cursor cannot rewrite an MCP call's input, so the call is refused: {}", modify_reason(v)),
                 v,
             )),
             (Rewrite::Command, Some(params)) if !params.get("command").is_some_and(Value::is_string) => {
-                deny(with_receipt(format!("the rewrite has no `command` string: {}", v.reason), v))
+                deny(with_receipt(format!("the rewrite has no `command` string: {}", modify_reason(v)), v))
             }
             (_, Some(params)) => allow_rewritten(params, reason(v)),
             (_, None) => deny(unusable_modify_reason(v)),
@@ -96,7 +96,7 @@ fn read_permission(v: &Verdict) -> Value {
             v,
         )),
         Decision::Modify => {
-            deny(with_receipt(format!("a file read cannot be rewritten, so it is refused: {}", v.reason), v))
+            deny(with_receipt(format!("a file read cannot be rewritten, so it is refused: {}", modify_reason(v)), v))
         }
     }
 }
@@ -107,6 +107,14 @@ fn allow_rewritten(params: Map<String, Value>, reason: String) -> Value {
 
 fn deny(reason: String) -> Value {
     json!({"permission": "deny", "user_message": reason, "agent_message": reason})
+}
+
+/// A MODIFY's reason, never empty.
+fn modify_reason(v: &Verdict) -> &str {
+    match v.reason.trim() {
+        "" => "rewritten by Arbiter policy",
+        r => r,
+    }
 }
 
 /// The question put to the user on `ask`, with the receipt id.

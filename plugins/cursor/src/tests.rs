@@ -535,6 +535,12 @@ fn modify_replies() {
         encode(&request("beforeMCPExecution.json"), &receipt(modify(Some(r#"{"repo":"x"}"#)), "r3")),
         deny("Cursor cannot rewrite an MCP call's input, so the call is refused: rewritten [arbiter receipt r3]")
     );
+    let mut silent = modify(Some(r#"{"repo":"x"}"#));
+    silent.reason = String::new();
+    assert_eq!(
+        encode(&request("beforeMCPExecution.json"), &silent),
+        deny("Cursor cannot rewrite an MCP call's input, so the call is refused: rewritten by Arbiter policy")
+    );
     for bad in [None, Some("not json"), Some("[1]"), Some("\"x\"")] {
         for req in [&pre, &shell] {
             assert_eq!(
