@@ -172,15 +172,10 @@ fn the_shim_fails_closed_in_cursors_form() {
         assert!(reason.starts_with("arbiter hook: "), "{reason}");
         assert_eq!(run.stdout, json!({"permission": "deny", "user_message": reason, "agent_message": reason}));
     };
-    for (event, needle) in [
-        ("beforeShellExecution.json", "unreachable"),
-        ("beforeMCPExecution.json", "unreachable"),
-        ("beforeReadFile.json", "unreachable"),
-        ("preToolUse.json", "unreachable"),
-    ] {
+    for event in ["beforeShellExecution.json", "beforeMCPExecution.json", "beforeReadFile.json", "preToolUse.json"] {
         let run = shim(&down, token, "cursor", &[], &cursor_event(event));
         deny_form(&run);
-        assert!(run.stderr.contains(needle), "{event}: {}", run.stderr);
+        assert!(run.stderr.contains("unreachable"), "{event}: {}", run.stderr);
     }
     let run = shim(&slow, token, "cursor", &["--timeout-ms", "300"], &cursor_event("beforeShellExecution.json"));
     deny_form(&run);
