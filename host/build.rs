@@ -26,6 +26,7 @@ const BUNDLED: &[(&str, &str)] = &[
     ("claude-code", "arbiter_plugin_claude_code"),
     ("codex-cli", "arbiter_plugin_codex_cli"),
     ("copilot-studio", "arbiter_plugin_copilot_studio"),
+    ("cursor", "arbiter_plugin_cursor"),
     ("gemini-cli", "arbiter_plugin_gemini_cli"),
     ("github-copilot", "arbiter_plugin_github_copilot"),
     ("mcp-gateway", "arbiter_plugin_mcp_gateway"),

@@ -54,6 +54,26 @@ fn cases() -> Vec<Case> {
             allow: None,
             deny: "deny",
         },
+        // Cursor's payloads are written from its documentation (no capture
+        // exists): the dedicated shell hook and the generic tool hook.
+        Case {
+            integration: "cursor",
+            path: "/v1/hooks/cursor",
+            payload: fixture("cursor/documented", "beforeShellExecution.json"),
+            command: "/command",
+            verdict: "/permission",
+            allow: Some("allow"),
+            deny: "deny",
+        },
+        Case {
+            integration: "cursor",
+            path: "/v1/hooks/cursor",
+            payload: fixture("cursor/documented", "preToolUse.json"),
+            command: "/tool_input/command",
+            verdict: "/permission",
+            allow: Some("allow"),
+            deny: "deny",
+        },
         Case {
             integration: "github-copilot",
             path: "/v1/hooks/github-copilot/preToolUse",
@@ -92,5 +112,69 @@ async fn each_platform_gets_the_same_decisions_in_its_own_format() {
                 assert_eq!(receipt["decision"]["classification"], "forbidden", "{what}");
             }
         }
+    }
+}
+
+/// A pack that allows everything but needs an approval for reading `.env`
+/// files and for shell commands that `deploy`.
+fn step_up_pack(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let files = [
+        ("pack.toml", "name = \"cursor-step-up\"\nversion = \"0.1.0\"\ndefault_posture = \"ALLOW\"\n"),
+        (
+            "detectors.toml",
+            "[[detector]]\nid = \"t.env_read\"\nactions = [\"file.read\"]\nfields = [\"file_path\"]\npattern = '''\\.env$'''\n\n\
+             [[detector]]\nid = \"t.deploy\"\nactions = [\"shell.exec\"]\nfields = [\"command\"]\npattern = '''deploy'''\n",
+        ),
+        (
+            "step-up.cedar",
+            "@id(\"t.step-up\")\n@decision(\"STEP_UP\")\n@approvers(\"oncall\")\n@reason(\"needs the on-call\")\n\
+             forbid (principal, action, resource)\n\
+             when { context.signals.contains(\"t.env_read\") || context.signals.contains(\"t.deploy\") };\n",
+        ),
+    ];
+    for (file, text) in files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Cursor's default integration: STEP_UP is Cursor's own `ask` on the shell
+// hook; a file read (allow or deny only) and the generic `preToolUse` go to
+// Arbiter's approvers, and the deny names the approval to wait for.
+async fn cursor_asks_where_it_can_and_holds_where_it_cannot() {
+    let pack = tempfile::tempdir().unwrap();
+    step_up_pack(pack.path());
+    let config = format!("policies = \"{}\"\n\n[approvals]\nhold_ms = 100\n", pack.path().display());
+    let server = Server::start_with(common::ServerOptions { config: Some(config), ..Default::default() });
+    let send = |name: &str, pointer: &str, value: &str| {
+        let mut body = fixture("cursor/documented", name);
+        *body.pointer_mut(pointer).unwrap() = Value::from(value);
+        body
+    };
+    let shell = server.hook("cursor", &send("beforeShellExecution.json", "/command", "./deploy.sh prod")).await;
+    let reply = shell.json();
+    assert_eq!(reply["permission"], "ask", "{reply}");
+    assert!(
+        reply["user_message"].as_str().unwrap().starts_with("needs approval by policy: needs the on-call"),
+        "{reply}"
+    );
+    let receipt = server.admin_json(&format!("/v1/receipts/{}", shell.receipt_id())).await;
+    assert_eq!(receipt["decision"]["result"], "STEP_UP", "{receipt}");
+    assert_eq!(receipt["approval"]["method"], "vendor_console", "{receipt}");
+
+    for (name, pointer, value) in [
+        ("beforeReadFile.json", "/file_path", "/Users/dev/proj/.env"),
+        ("preToolUse.json", "/tool_input/command", "./deploy.sh prod"),
+    ] {
+        let r = server.hook("cursor", &send(name, pointer, value)).await;
+        let reply = r.json();
+        let receipt = server.admin_json(&format!("/v1/receipts/{}", r.receipt_id())).await;
+        assert_eq!(receipt["decision"]["result"], "STEP_UP", "{name}: {receipt}");
+        let id = receipt["approval"]["id"].as_str().unwrap_or_else(|| panic!("{name}: no approval: {receipt}"));
+        assert_eq!(receipt["approval"]["status"], "pending", "{name}");
+        assert_eq!(reply["permission"], "deny", "{name}: {reply}");
+        let told = reply["agent_message"].as_str().unwrap();
+        assert!(told.contains(id) && told.contains("retry"), "{name}: {told}");
     }
 }

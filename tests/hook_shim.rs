@@ -129,6 +129,78 @@ fn the_shim_fails_closed_on_slow_or_garbage_answers() {
     assert!(run.stderr.contains("503"), "{}", run.stderr);
 }
 
+fn cursor_event(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cursor/documented").join(name);
+    std::fs::read(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Cursor through the real server: its own allow and deny forms, exit 2 on a
+// deny, and `continue: true` for a prompt.
+async fn the_shim_relays_cursor_replies() {
+    let server = Server::start();
+    let (url, token) = (server.base.clone(), server.ingress_token.clone());
+    let run = move |body: Vec<u8>| shim(&url, Some(&token), "cursor", &[], &body);
+    let shell = |cmd: &str| {
+        let mut v: Value = serde_json::from_slice(&cursor_event("beforeShellExecution.json")).unwrap();
+        v["command"] = json!(cmd);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let (allow, deny, prompt) = (shell("ls"), shell("rm -rf /"), cursor_event("beforeSubmitPrompt.json"));
+    let (allowed, denied, noted) =
+        tokio::task::spawn_blocking(move || (run(allow), run(deny), run(prompt))).await.unwrap();
+    assert_eq!((allowed.code, allowed.stdout.clone()), (Some(0), json!({"permission": "allow"})), "{}", allowed.stderr);
+    assert_eq!(denied.code, Some(2));
+    assert_eq!(denied.stdout["permission"], "deny");
+    assert_eq!(denied.stdout["agent_message"].as_str(), Some(denied.stderr.trim()));
+    assert!(denied.stderr.contains("receipt"), "{}", denied.stderr);
+    assert_eq!((noted.code, noted.stdout.clone()), (Some(0), json!({"continue": true})), "{}", noted.stderr);
+}
+
+#[test]
+// Arbiter down, slow or answering garbage: Cursor gets its deny form for the
+// event at hand (a prompt is held back with `continue: false`), exit 2.
+fn the_shim_fails_closed_in_cursors_form() {
+    let token = Some("some-token-0123456789");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = format!("http://{closed}");
+    let (slow, _hold) = fake_server(None);
+    let (garbage, _g) = fake_server(Some("HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\nnot json!"));
+    let deny_form = |run: &Run| {
+        assert_eq!(run.code, Some(2), "{}", run.stderr);
+        let reason = run.stderr.trim();
+        assert!(reason.starts_with("arbiter hook: "), "{reason}");
+        assert_eq!(run.stdout, json!({"permission": "deny", "user_message": reason, "agent_message": reason}));
+    };
+    for event in ["beforeShellExecution.json", "beforeMCPExecution.json", "beforeReadFile.json", "preToolUse.json"] {
+        let run = shim(&down, token, "cursor", &[], &cursor_event(event));
+        deny_form(&run);
+        assert!(run.stderr.contains("unreachable"), "{event}: {}", run.stderr);
+    }
+    let run = shim(&slow, token, "cursor", &["--timeout-ms", "300"], &cursor_event("beforeShellExecution.json"));
+    deny_form(&run);
+    assert!(
+        run.stderr.contains("did not answer") && run.took < Duration::from_secs(5),
+        "{:?} {}",
+        run.took,
+        run.stderr
+    );
+    let run = shim(&garbage, token, "cursor", &[], &cursor_event("beforeMCPExecution.json"));
+    deny_form(&run);
+    assert!(run.stderr.contains("not a JSON object"), "{}", run.stderr);
+
+    let prompt = shim(&down, token, "cursor", &[], &cursor_event("beforeSubmitPrompt.json"));
+    assert_eq!(prompt.code, Some(2));
+    assert_eq!(prompt.stdout, json!({"continue": false, "user_message": prompt.stderr.trim()}));
+    // Not even JSON: both forms at once, so whatever the event it blocks.
+    let unreadable = shim(&down, token, "cursor", &[], b"{not json");
+    assert_eq!(unreadable.code, Some(2));
+    assert_eq!(
+        (unreadable.stdout["permission"].as_str(), unreadable.stdout["continue"].as_bool()),
+        (Some("deny"), Some(false))
+    );
+}
+
 /// A loopback server that answers every connection with `reply` after
 /// reading the request, or (None) reads and never answers. Runs until the
 /// test process ends.

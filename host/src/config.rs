@@ -77,21 +77,25 @@ pub struct Config {
 /// its Entra ID settings, so it is configured explicitly.) GitHub Copilot's
 /// `ask` is a deny in headless and cloud runs, so its STEP_UP goes to
 /// Arbiter's approvers; so does the MCP gateway's (`arbiter mcp-gateway`),
-/// which has no one to ask.
+/// which has no one to ask. Cursor asks on its shell and MCP hooks, but a
+/// file read has only allow or deny, and whether its generic `preToolUse`
+/// takes `ask` is documented both ways, so those go to the approvers too.
 fn default_integrations() -> BTreeMap<String, IntegrationConfig> {
     [
-        ("claude-code", None),
-        ("codex-cli", None),
-        ("gemini-cli", None),
-        ("github-copilot", Some(StepUpMode::Hold)),
-        ("mcp-gateway", Some(StepUpMode::Hold)),
+        ("claude-code", None, &[][..]),
+        ("codex-cli", None, &[]),
+        ("cursor", None, &["beforeReadFile", "beforeTabFileRead", "preToolUse"]),
+        ("gemini-cli", None, &[]),
+        ("github-copilot", Some(StepUpMode::Hold), &[]),
+        ("mcp-gateway", Some(StepUpMode::Hold), &[]),
     ]
     .into_iter()
-    .map(|(name, step_up)| {
+    .map(|(name, step_up, hold_events)| {
         let integration = IntegrationConfig {
             plugin: name.to_owned(),
             settings: BTreeMap::new(),
             step_up,
+            step_up_hold_events: hold_events.iter().map(|e| (*e).to_owned()).collect(),
             auth: None,
             hold_ms: None,
         };
@@ -316,6 +320,14 @@ pub struct IntegrationConfig {
     /// `hold` for headless clients, which turn `ask` into a deny.
     #[serde(default)]
     pub step_up: Option<StepUpMode>,
+    /// Hook events (the vendor's event name) whose STEP_UP goes to Arbiter's
+    /// approval service even when `step_up` is `ask`, because the vendor
+    /// cannot ask there (Cursor's `beforeReadFile` has only allow and deny).
+    /// The hook then answers with a block naming the approval, and the agent
+    /// retries once it is approved. Default: none (`cursor`'s default
+    /// integration lists its file-read and `preToolUse` hooks).
+    #[serde(default)]
+    pub step_up_hold_events: Vec<String>,
     /// How this integration's callers authenticate, when they cannot send
     /// the ingress token (Copilot Studio: an Entra ID JWT). Default: the
     /// ingress token.
@@ -448,6 +460,26 @@ mod tests {
         let config = Config::load(Some(&path)).unwrap();
         config.validate().unwrap();
         assert!(config.integrations.contains_key("claude-code"));
+    }
+
+    #[test]
+    // Cursor is served by default, its no-ask events held; a file that
+    // redefines it keeps its own list.
+    fn cursor_default_and_hold_events() {
+        let config = Config::load(None).unwrap();
+        let cursor = &config.integrations["cursor"];
+        assert_eq!((cursor.plugin.as_str(), cursor.step_up), ("cursor", None));
+        assert_eq!(cursor.step_up_hold_events, ["beforeReadFile", "beforeTabFileRead", "preToolUse"]);
+        assert!(config.integrations["gemini-cli"].step_up_hold_events.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[integrations.cursor]\nplugin = \"cursor\"\nstep_up_hold_events = [\"beforeReadFile\"]\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.integrations["cursor"].step_up_hold_events, ["beforeReadFile"]);
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct Integration {
     /// How STEP_UP reaches the vendor (`None`: from the plugin's declared
     /// capabilities).
     pub step_up: Option<StepUpMode>,
+    /// Events whose STEP_UP is held whatever `step_up` says.
+    pub step_up_hold_events: Vec<String>,
     /// Cap on how long a held hook waits (`None`: the services' own).
     pub hold: Option<std::time::Duration>,
 }
@@ -292,7 +294,8 @@ impl Pipeline {
             let action = action.unwrap_or_else(|_| stand_in_action(integration, &request, Some(&requester)));
             let mut d = Decided::new(action, outcome, receipt_id);
             if d.outcome.fault.is_none() {
-                self.apply_holds(&pdp, &mut d, step_up_mode(config, &plugin));
+                let mode = step_up_mode(config, &plugin, &d.action.event_kind);
+                self.apply_holds(&pdp, &mut d, mode);
             }
             decided.push(d);
         }
@@ -975,9 +978,14 @@ fn lifecycle_data(l: &wit::Lifecycle) -> Value {
     json!({"event_kind": l.event_kind, "detail": detail})
 }
 
-/// How STEP_UP reaches this integration's vendor: as configured, else
-/// `ask` when the plugin declares its vendor carries STEP_UP natively.
-fn step_up_mode(integration: &Integration, plugin: &Plugin) -> StepUpMode {
+/// How STEP_UP reaches this integration's vendor for an action of
+/// `event_kind`: held when the event is one the vendor cannot ask on, else
+/// as configured, else `ask` when the plugin declares its vendor carries
+/// STEP_UP natively.
+fn step_up_mode(integration: &Integration, plugin: &Plugin, event_kind: &str) -> StepUpMode {
+    if integration.step_up_hold_events.iter().any(|e| e == event_kind) {
+        return StepUpMode::Hold;
+    }
     integration.step_up.unwrap_or(if plugin.info.decisions.contains(&wit::Decision::StepUp) {
         StepUpMode::Ask
     } else {
@@ -1149,6 +1157,7 @@ pub fn integrations(config: &BTreeMap<String, crate::config::IntegrationConfig>)
                     plugin: c.plugin.clone(),
                     settings: Arc::new(c.settings.clone()),
                     step_up: c.step_up,
+                    step_up_hold_events: c.step_up_hold_events.clone(),
                     hold: c.hold_ms.map(std::time::Duration::from_millis),
                 },
             )

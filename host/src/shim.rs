@@ -155,7 +155,13 @@ fn blocked(integration: &str, event: Option<&str>, reason: &str) -> Outcome {
         i if i.starts_with("github-copilot") || i.starts_with("copilot") => {
             json!({"permissionDecision": "deny", "permissionDecisionReason": reason})
         }
-        i if i.starts_with("cursor") => json!({"permission": "deny", "user_message": reason, "agent_message": reason}),
+        // Cursor: a prompt is held back with `continue: false`, a tool or a
+        // file read with `permission: "deny"`; an unreadable payload gets both.
+        i if i.starts_with("cursor") => match event {
+            Some("beforeSubmitPrompt") => json!({"continue": false, "user_message": reason}),
+            Some(_) => json!({"permission": "deny", "user_message": reason, "agent_message": reason}),
+            None => json!({"permission": "deny", "continue": false, "user_message": reason, "agent_message": reason}),
+        },
         _ => json!({"decision": "deny", "reason": reason}),
     };
     Outcome { stdout: body.to_string(), stderr: reason.to_owned(), code: BLOCK }
@@ -194,8 +200,14 @@ mod tests {
         assert_eq!(v["hookSpecificOutput"]["hookEventName"], "PermissionRequest");
         let v: Value = serde_json::from_str(&blocked("gemini-cli", None, "x").stdout).unwrap_or_default();
         assert_eq!((v["decision"].as_str(), v["reason"].as_str()), (Some("deny"), Some("x")));
+        let v: Value =
+            serde_json::from_str(&blocked("cursor", Some("beforeShellExecution"), "x").stdout).unwrap_or_default();
+        assert_eq!(v, json!({"permission": "deny", "user_message": "x", "agent_message": "x"}));
+        let v: Value =
+            serde_json::from_str(&blocked("cursor", Some("beforeSubmitPrompt"), "x").stdout).unwrap_or_default();
+        assert_eq!(v, json!({"continue": false, "user_message": "x"}));
         let v: Value = serde_json::from_str(&blocked("cursor", None, "x").stdout).unwrap_or_default();
-        assert_eq!(v["permission"], "deny");
+        assert_eq!((v["permission"].as_str(), v["continue"].as_bool()), (Some("deny"), Some(false)));
         assert_eq!(reason_of(&json!({"hookSpecificOutput": {"permissionDecisionReason": "r"}})), "r");
         assert_eq!(reason_of(&json!({})), "blocked by Arbiter");
     }

@@ -1,4 +1,4 @@
-//! What Arbiter's bundled adapters (`gemini-cli`, `codex-cli`,
+//! What Arbiter's bundled adapters (`gemini-cli`, `codex-cli`, `cursor`,
 //! `github-copilot`) share: the input limits every adapter enforces, the
 //! typed [`DecodeError`](arbiter_sdk::DecodeError)s it refuses bad input
 //! with, the requester built from the integration's settings, the targets of
