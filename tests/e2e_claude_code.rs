@@ -30,7 +30,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,84 +38,18 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use common::npm::{self, RunError, run_bounded, tail};
 use common::{Server, ServerOptions, verify_receipts};
 use serde_json::{Value, json};
 
 /// The client version under test (the one the adapter's fixtures come from).
 const CLAUDE_CODE_VERSION: &str = "2.1.330";
-/// A cold install downloads ~70 MB; a hung registry counts as unreachable.
-const NPM_TIMEOUT: Duration = Duration::from_secs(300);
 /// One `claude -p` run: two model turns against a local fake and one hook call.
 const CLAUDE_TIMEOUT: Duration = Duration::from_secs(60);
 const FORBID_POLICY: &str = "e2e.forbid.denied-marker";
 
 // ---------------------------------------------------------------------------
-// Child processes, bounded in time and killed on every exit path.
-
-/// Kills and reaps the child when dropped (a panic, a timeout).
-struct ChildGuard(Option<Child>);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-enum RunError {
-    /// The program could not be started (e.g. not installed).
-    Spawn(std::io::Error),
-    /// Still running at the deadline: killed. Holds what it had printed.
-    TimedOut { stdout: String, stderr: String },
-}
-
-/// Runs `cmd` to completion or until `timeout`, stdout and stderr going to
-/// files under `logs` (so a chatty child never blocks on a full pipe).
-fn run_bounded(mut cmd: Command, timeout: Duration, logs: &Path, name: &str) -> Result<Finished, RunError> {
-    let out_path = logs.join(format!("{name}.stdout"));
-    let err_path = logs.join(format!("{name}.stderr"));
-    let out = std::fs::File::create(&out_path).expect("creating stdout log");
-    let err = std::fs::File::create(&err_path).expect("creating stderr log");
-    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    let child = cmd.spawn().map_err(RunError::Spawn)?;
-    let mut guard = ChildGuard(Some(child));
-    let deadline = Instant::now() + timeout;
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    loop {
-        let child = guard.0.as_mut().expect("child present");
-        if let Some(status) = child.try_wait().expect("waiting for child") {
-            guard.0 = None;
-            return Ok(Finished { status, stdout: read(&out_path), stderr: read(&err_path) });
-        }
-        if Instant::now() >= deadline {
-            drop(guard); // kills and reaps
-            return Err(RunError::TimedOut { stdout: read(&out_path), stderr: read(&err_path) });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn tail(s: &str) -> &str {
-    let start = s.len().saturating_sub(4000);
-    let start = (start..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(s.len());
-    &s[start..]
-}
-
-// ---------------------------------------------------------------------------
 // Installing the client.
-
-fn cache_root() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    home.join(".cache/arbiter-e2e")
-}
 
 /// The `claude` executable of an install under `prefix`, if it runs and
 /// reports the expected version.
@@ -142,86 +76,15 @@ fn installed_claude(prefix: &Path, logs: &Path) -> Option<PathBuf> {
     None
 }
 
-/// True for npm failures that mean "the registry cannot be reached".
-fn is_network_failure(npm_output: &str) -> bool {
-    [
-        "ENOTFOUND",
-        "EAI_AGAIN",
-        "ECONNREFUSED",
-        "ECONNRESET",
-        "ETIMEDOUT",
-        "ENETUNREACH",
-        "EHOSTUNREACH",
-        "ERR_SOCKET_TIMEOUT",
-        "network request",
-        "request to https://",
-    ]
-    .iter()
-    .any(|needle| npm_output.contains(needle))
-}
-
 /// The path of a working `claude` 2.1.330, installing it when needed; `Err`
 /// with the reason when the test must be skipped (npm or registry missing).
 fn ensure_claude(logs: &Path) -> Result<PathBuf, String> {
-    let root = cache_root();
-    let prefix = root.join(format!("claude-code-{CLAUDE_CODE_VERSION}"));
-    if let Some(bin) = installed_claude(&prefix, logs) {
-        eprintln!("e2e: using cached Claude Code at {}", bin.display());
-        return Ok(bin);
-    }
-    std::fs::create_dir_all(&root).expect("creating the npm cache dir");
-    // Install into a private directory, then rename it into place, so that a
-    // concurrent run never sees (or reuses) a half-finished install.
-    let partial = root.join(format!("claude-code-{CLAUDE_CODE_VERSION}.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial).expect("creating the install dir");
-    let started = Instant::now();
-    eprintln!("e2e: installing @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION} with npm into {}", prefix.display());
-    let mut npm = Command::new("npm");
-    npm.arg("install")
-        .arg("--prefix")
-        .arg(&partial)
-        .args(["--no-audit", "--no-fund", "--no-save", "--loglevel=error"])
-        // Two retries, 2 s then 10 s apart (npm's default waits 10 s then 60 s),
-        // so an unreachable registry is told within seconds.
-        .args(["--fetch-retries=2", "--fetch-retry-mintimeout=2000", "--fetch-retry-maxtimeout=10000"])
-        .arg(format!("@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"));
-    let result = run_bounded(npm, NPM_TIMEOUT, logs, "npm-install");
-    let done = match result {
-        Err(RunError::Spawn(e)) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(format!("npm could not be started ({e})"));
-        }
-        Err(RunError::TimedOut { stderr, .. }) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(format!(
-                "npm install hung for {NPM_TIMEOUT:?} (registry unreachable?); stderr:\n{}",
-                tail(&stderr)
-            ));
-        }
-        Ok(done) => done,
-    };
-    if !done.status.success() {
-        let _ = std::fs::remove_dir_all(&partial);
-        let output = format!("{}\n{}", done.stdout, done.stderr);
-        if is_network_failure(&output) {
-            return Err(format!("the npm registry is unreachable:\n{}", tail(&output)));
-        }
-        panic!("npm install failed ({}), not a network error:\n{}", done.status, tail(&output));
-    }
-    if std::fs::rename(&partial, &prefix).is_err() {
-        // Another run finished first: use its install.
-        let _ = std::fs::remove_dir_all(&partial);
-    }
-    eprintln!("e2e: npm install took {:.1}s", started.elapsed().as_secs_f64());
-    let bin = installed_claude(&prefix, logs).unwrap_or_else(|| {
-        panic!(
-            "npm installed @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION} into {} but no `claude` there runs and \
-             reports {CLAUDE_CODE_VERSION} (unsupported platform?)",
-            prefix.display()
-        )
-    });
-    Ok(bin)
+    npm::ensure_installed(
+        &format!("claude-code-{CLAUDE_CODE_VERSION}"),
+        &format!("@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"),
+        logs,
+        |prefix| installed_claude(prefix, logs),
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -487,7 +350,7 @@ async fn real_claude_code_is_allowed_and_denied_by_arbiter() {
     {
         Ok(bin) => bin,
         Err(why) => {
-            eprintln!("\n{}\nSKIPPED: e2e_claude_code: {why}\n{}\n", "!".repeat(78), "!".repeat(78));
+            npm::skipped("e2e_claude_code", &why);
             return;
         }
     };

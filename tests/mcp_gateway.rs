@@ -21,10 +21,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Server, ServerOptions};
+use common::{Server, ServerOptions, npm};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
@@ -33,66 +33,18 @@ use serde_json::{Value, json};
 
 const PACKAGE: &str = "@modelcontextprotocol/server-filesystem";
 const FORBID_POLICY: &str = "mcpgw.forbid.denied-path";
-const NPM_TIMEOUT: Duration = Duration::from_secs(300);
 /// One MCP round trip through the gateway, Arbiter and the upstream.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn cache_root() -> PathBuf {
-    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
-    home.join(".cache").join("arbiter-e2e")
-}
-
 /// The server's entry script, installing the package when needed; `Err`
 /// with the reason when the test must be skipped.
-fn ensure_fs_server() -> Result<PathBuf, String> {
-    let prefix = cache_root().join("mcp-server-filesystem");
-    let entry = prefix.join("node_modules").join(PACKAGE).join("dist/index.js");
+fn ensure_fs_server(logs: &Path) -> Result<PathBuf, String> {
     if Command::new("node").arg("--version").output().is_err() {
         return Err("node is not installed".to_owned());
     }
-    if entry.exists() {
-        return Ok(entry);
-    }
-    std::fs::create_dir_all(&prefix).expect("creating the npm cache dir");
-    eprintln!("mcp_gateway: installing {PACKAGE} into {}", prefix.display());
-    let started = Instant::now();
-    let child = Command::new("npm")
-        .arg("install")
-        .arg("--prefix")
-        .arg(&prefix)
-        .args(["--no-audit", "--no-fund", "--loglevel=error"])
-        .args(["--fetch-retries=2", "--fetch-retry-mintimeout=2000", "--fetch-retry-maxtimeout=10000"])
-        .arg(PACKAGE)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => return Err(format!("npm could not be started ({e})")),
-    };
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if started.elapsed() > NPM_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("npm install hung for {NPM_TIMEOUT:?} (registry unreachable?)"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
-            Err(e) => return Err(format!("waiting for npm failed ({e})")),
-        }
-    }
-    let done = child.wait_with_output().expect("npm output");
-    if !done.status.success() || !entry.exists() {
-        return Err(format!(
-            "npm install {PACKAGE} failed ({}):\n{}",
-            done.status,
-            String::from_utf8_lossy(&done.stderr)
-        ));
-    }
-    eprintln!("mcp_gateway: npm install took {:.1}s", started.elapsed().as_secs_f64());
-    Ok(entry)
+    npm::ensure_installed("mcp-server-filesystem", PACKAGE, logs, |prefix| {
+        Some(prefix.join("node_modules").join(PACKAGE).join("dist/index.js")).filter(|entry| entry.exists())
+    })
 }
 
 fn write_pack(dir: &Path) {
@@ -140,14 +92,14 @@ fn text_of(result: &CallToolResult) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_enforces_policy_on_tool_calls() {
-    let entry = match ensure_fs_server() {
+    let scratch = tempfile::Builder::new().prefix("arbiter-mcpgw-").tempdir().unwrap();
+    let entry = match ensure_fs_server(scratch.path()) {
         Ok(e) => e,
         Err(why) => {
-            eprintln!("\n{}\nSKIPPED: mcp_gateway: {why}\n{}\n", "!".repeat(78), "!".repeat(78));
+            npm::skipped("mcp_gateway", &why);
             return;
         }
     };
-    let scratch = tempfile::Builder::new().prefix("arbiter-mcpgw-").tempdir().unwrap();
     let pack = scratch.path().join("pack");
     write_pack(&pack);
     // The filesystem server resolves its roots; give it the canonical path.

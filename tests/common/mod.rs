@@ -3,8 +3,9 @@
 //! receipt verifier (JCS + Ed25519 + hash chain, written from the published
 //! receipt format only, so it shows that a third party can verify receipts).
 //!
-//! Shared by `tests/hook_path.rs` and `host/benches/hot_path.rs`; each uses a
-//! subset, hence the dead-code allowance.
+//! Shared by the black-box tests and `host/benches/hot_path.rs`; each uses a
+//! subset, hence the dead-code allowance. `npm` installs and runs the real
+//! clients of the end-to-end tests.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -23,6 +24,8 @@ use base64::Engine as _;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+
+pub mod npm;
 
 /// The server binary under test (built by cargo for tests and benches).
 pub const ARBITER: &str = env!("CARGO_BIN_EXE_arbiter");
