@@ -29,7 +29,7 @@ const APPROVER: &str = "bootstrap-approver-token-0001";
 
 /// A concrete path for a route pattern.
 fn concrete(pattern: &str) -> String {
-    pattern.replace("{integration}", "claude-code").replace("{event}", "ev").replace(|c| c == '{' || c == '}', "")
+    pattern.replace("{integration}", "claude-code").replace("{event}", "ev").replace(['{', '}'], "")
 }
 
 async fn call(server: &Server, method: &axum::http::Method, path: &str, token: Option<&str>) -> common::Reply {
@@ -308,4 +308,43 @@ roles = {{ "arbiter-admin" = "admin", "arbiter-approver" = "approver", "arbiter-
     let r = server.post_raw(&format!("/v1/approvals/{id}/approve"), Some(&both), b"{}".to_vec()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["resolution"]["by"], "carol@acme.example", "{}", r.text);
+}
+
+#[test]
+// docs/openapi.yaml documents exactly the routes of the table, each with the
+// role the router enforces (`x-arbiter-role`, absent for the probes).
+fn openapi_declares_the_role_of_every_route() {
+    let text =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.yaml")).unwrap();
+    let mut documented = Vec::new();
+    let (mut path, mut op): (Option<String>, Option<(String, Option<String>)>) = (None, None);
+    let mut flush = |path: &Option<String>, op: &mut Option<(String, Option<String>)>| {
+        if let (Some(p), Some((m, role))) = (path, op.take()) {
+            documented.push((m, p.clone(), role));
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with("components:") {
+            break;
+        }
+        if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+            flush(&path, &mut op);
+            path = Some(format!("/{p}"));
+        } else if let Some(m) = ["get", "put", "post", "delete"].into_iter().find(|m| line == format!("    {m}:")) {
+            flush(&path, &mut op);
+            op = Some((m.to_uppercase(), None));
+        } else if let Some(role) = line.strip_prefix("      x-arbiter-role: ")
+            && let Some((_, r)) = op.as_mut()
+        {
+            *r = Some(role.trim().to_owned());
+        }
+    }
+    flush(&path, &mut op);
+    let mut routed: Vec<(String, String, Option<String>)> = arbiter::api::routes(1024)
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_owned(), r.role.map(|r| r.as_str().to_owned())))
+        .collect();
+    documented.sort();
+    routed.sort();
+    assert_eq!(documented, routed);
 }

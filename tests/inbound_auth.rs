@@ -155,6 +155,9 @@ token = "static-test-token-0123456789"
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
+/// Request headers, as (name, value) pairs.
+type Headers = Vec<(&'static str, String)>;
+
 /// Standard Webhooks signature header of `body`.
 fn standard_signature(secret_b64: &str, id: &str, ts: u64, body: &[u8]) -> String {
     use base64::Engine as _;
@@ -225,7 +228,7 @@ tolerance_secs = 60
     let mut tampered = body.clone();
     tampered.extend_from_slice(b" ");
     let stale = t - 600;
-    let refused: Vec<(&str, Vec<(&str, String)>, &[u8])> = vec![
+    let refused: Vec<(&str, Headers, &[u8])> = vec![
         ("tampered body", std_headers("msg_2", t, standard_signature(KEY_B64, "msg_2", t, &body)), &tampered),
         ("stale timestamp", std_headers("msg_3", stale, standard_signature(KEY_B64, "msg_3", stale, &body)), &body),
         ("other id", std_headers("msg_4", t, standard_signature(KEY_B64, "msg_5", t, &body)), &body),
