@@ -145,6 +145,9 @@ token = "static-test-token-0123456789"
     assert_eq!(status(server.ingress_token.clone()).await, 401, "the ingress token is not an Entra token");
     let r = server.post_raw("/v1/hooks/studio", None, body.clone()).await;
     assert_eq!(r.status, 401);
+    // A percent-encoded name reaches the same integration and its own auth.
+    let r = server.post_raw("/v1/hooks/st%75dio", Some(&server.ingress_token), body.clone()).await;
+    assert_eq!(r.status, 401, "an encoded integration name dodged its auth: {}", r.text);
 
     // The static-bearer integration, and the default one with the ingress token.
     let r = server.post_raw("/v1/hooks/tester", Some("static-test-token-0123456789"), body.clone()).await;

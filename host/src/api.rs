@@ -37,6 +37,11 @@ const MAX_PAGE: usize = 1000;
 /// Page size when `limit` is absent.
 const DEFAULT_PAGE: usize = 100;
 
+/// How much longer than `ingress.request_timeout_ms` a hook connection may
+/// take in all: the pipeline's own deadline plus the (≤ 1 s) wait for the
+/// refusal receipt fit inside it, so the blocking reply always wins.
+const HOOK_TRANSPORT_MARGIN: Duration = Duration::from_secs(2);
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -257,9 +262,18 @@ pub fn app(state: AppState) -> Router {
         .load_shed()
         .concurrency_limit(state.max_concurrent)
         .timeout(state.request_timeout);
+    // Hooks are bounded by the pipeline (vendor's blocking reply). This outer
+    // guard, looser than those bounds so they refuse first, only stops
+    // connections that never become a governed request: bodies that do not
+    // arrive, or more connections than the pipeline could ever admit.
+    let transport = ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(state.max_concurrent.saturating_mul(2))
+        .timeout(state.request_timeout + HOOK_TRANSPORT_MARGIN);
     Router::new()
         .merge(server.layer(bounds))
-        .merge(integration)
+        .merge(integration.layer(transport))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .with_state(state)
 }
@@ -275,13 +289,21 @@ async fn overloaded(err: BoxError) -> ApiError {
 /// The auth layer of a route needing `role`: 401 without a credential any
 /// source accepts, 403 with one whose roles do not grant `role`. The caller
 /// travels to the handler as a request extension.
-async fn authorize(State((state, role)): State<(AppState, Role)>, request: Request, next: Next) -> Response {
-    if role == Role::Ingress
-        && let Some(integration) = hook_integration(request.uri().path())
-        && let Some(verifier) = state.integration_auth.get(integration)
-    {
-        let integration = integration.to_owned();
-        return integration_auth(&state, verifier, &integration, request, next).await;
+async fn authorize(State((state, role)): State<(AppState, Role)>, mut request: Request, next: Next) -> Response {
+    if role == Role::Ingress {
+        // The integration as the router matched it (percent-decoded), so an
+        // encoded name cannot dodge the integration's own authentication.
+        let (mut parts, body) = request.into_parts();
+        let integration = axum::RequestPartsExt::extract::<Path<std::collections::HashMap<String, String>>>(&mut parts)
+            .await
+            .ok()
+            .and_then(|Path(mut params)| params.remove("integration"));
+        request = Request::from_parts(parts, body);
+        if let Some(integration) = integration
+            && let Some(verifier) = state.integration_auth.get(&integration)
+        {
+            return integration_auth(&state, verifier, &integration, request, next).await;
+        }
     }
     let caller = match state.auth.caller(request.headers()).await {
         Ok(c) => c,
@@ -296,14 +318,8 @@ async fn authorize(State((state, role)): State<(AppState, Role)>, request: Reque
         ))
         .into_response();
     }
-    let mut request = request;
     request.extensions_mut().insert(caller);
     next.run(request).await
-}
-
-/// `/v1/hooks/<integration>[/<event>]` → `<integration>`.
-fn hook_integration(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/hooks/").and_then(|rest| rest.split('/').next())
 }
 
 /// An integration with its own authentication accepts that, and only that.
