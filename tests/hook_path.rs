@@ -207,7 +207,7 @@ async fn every_decision_has_a_signed_chained_receipt_listed_by_the_review_api() 
         assert_eq!(&one, r, "GET /v1/receipts/{id} differs from the listed receipt");
     }
 
-    // Review routes need the admin token: the ingress token and no token get 401.
+    // Review routes need the auditor role: the ingress token gets 403, no token 401.
     let id = &made[0].0;
     for path in [
         "/v1/receipts".to_owned(),
@@ -216,7 +216,7 @@ async fn every_decision_has_a_signed_chained_receipt_listed_by_the_review_api() 
         "/v1/sessions/sess-a".to_owned(),
     ] {
         let r = server.get(&path, Some(&server.ingress_token)).await;
-        assert_eq!(r.status, 401, "{path} with ingress token: {}", r.text);
+        assert_eq!(r.status, 403, "{path} with ingress token: {}", r.text);
         let r = server.get(&path, None).await;
         assert_eq!(r.status, 401, "{path} without token: {}", r.text);
     }
@@ -378,10 +378,10 @@ async fn bad_requests_are_refused_before_any_decision() {
         let r = server.post_raw("/v1/evaluate", token, body.clone()).await;
         assert_eq!(r.status, 401, "evaluate, {what}: {}", r.text);
     }
-    // The admin token is not an ingress token either.
+    // The admin token is not an ingress token either (admin does not imply ingress).
     let admin = server.admin_token.clone();
     let r = server.post_raw("/v1/hooks/claude-code", Some(&admin), body.clone()).await;
-    assert_eq!(r.status, 401, "admin token on ingress: {}", r.text);
+    assert_eq!(r.status, 403, "admin token on ingress: {}", r.text);
     assert_eq!(server.all_receipts().await.len(), before, "a refused request wrote a receipt");
 
     // Over the 1 MiB default limit: 413.
@@ -593,7 +593,7 @@ async fn policy_packs_are_validated_then_swapped_in_and_survive_a_restart() {
     assert_eq!(ls.header("x-arbiter-decision").as_deref(), Some("ALLOW"), "{}", ls.text);
     // The ingress token cannot manage policies.
     let r = server.put_json("/v1/policies", Some(&server.ingress_token), &pack_forbidding_ls("DENY")).await;
-    assert_eq!(r.status, 401);
+    assert_eq!(r.status, 403);
 
     // A valid pack is swapped in: the next decision uses it, and says so.
     let r = server.put_json("/v1/policies", Some(&admin), &pack_forbidding_ls("DENY")).await;

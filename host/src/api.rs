@@ -1,14 +1,11 @@
-//! The HTTP surface: hook ingress, the evaluate endpoint, the review API and
-//! health probes. One router per resource, merged in [`app`]; each group sits
-//! behind the auth layer of its role.
+//! The HTTP surface: hook ingress, the evaluate endpoint, the review API,
+//! token management and health probes.
 //!
-//! Routes and roles:
-//! - `POST /v1/hooks/{integration}[/{event}]`, `POST /v1/evaluate` — ingress token;
-//! - `GET /v1/receipts`, `GET /v1/receipts/{id}`, `GET /v1/keys`,
-//!   `GET /v1/sessions/{id}`, `GET /v1/sessions/{id}/verify`,
-//!   `GET|PUT /v1/policies`, `POST /v1/policies/validate`,
-//!   `GET /v1/policies/{hash}` — admin token;
-//! - `GET /healthz`, `GET /readyz` — no auth.
+//! Every route and the role it needs are declared once, in [`routes`]; [`app`]
+//! builds the router from that table, so a route cannot exist without a
+//! role, and `tests/api_roles.rs` walks the same table to prove each one
+//! refuses missing (401) and insufficient (403) credentials. Roles and what
+//! they imply are in [`crate::auth`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,14 +16,15 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{BoxError, Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
 
-use crate::credentials::{ReceiptKey, Token};
+use crate::auth::{Authenticator, Caller, Role, Unauthenticated};
+use crate::credentials::ReceiptKey;
 use crate::model::Decision;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::plugins::wit;
@@ -39,27 +37,30 @@ const MAX_PAGE: usize = 1000;
 /// Page size when `limit` is absent.
 const DEFAULT_PAGE: usize = 100;
 
+/// How much longer than `ingress.request_timeout_ms` a hook connection may
+/// take in all: the pipeline's own deadline plus the (≤ 1 s) wait for the
+/// refusal receipt fit inside it, so the blocking reply always wins.
+const HOOK_TRANSPORT_MARGIN: Duration = Duration::from_secs(2);
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
     /// The decision pipeline.
     pub pipeline: Arc<Pipeline>,
-    /// Token of hook callers.
-    pub ingress_token: Arc<Token>,
-    /// Token of reviewers and admins.
-    pub admin_token: Arc<Token>,
+    /// Who is calling: bootstrap tokens, API tokens, OIDC.
+    pub auth: Arc<Authenticator>,
     /// Receipt signing key (public half served).
     pub key: Arc<ReceiptKey>,
     /// Largest hook body, in bytes.
     pub body_limit: usize,
-    /// Concurrent requests before shedding.
+    /// Concurrent requests on non-hook routes before shedding (hooks are
+    /// bounded per integration by the pipeline).
     pub max_concurrent: usize,
-    /// Whole-request timeout.
+    /// Whole-request timeout of non-hook routes.
     pub request_timeout: Duration,
-    /// Approvers and their tokens.
-    pub approvers: Arc<Vec<Approver>>,
-    /// Integrations whose callers authenticate otherwise than with the
-    /// ingress token (e.g. an Entra ID JWT).
+    /// Integrations whose callers authenticate otherwise than with an
+    /// ingress credential (an Entra ID JWT, an HMAC signature, a static
+    /// bearer token).
     pub integration_auth: Arc<std::collections::HashMap<String, crate::inbound::Verifier>>,
     /// Default-posture override from config, applied to uploaded packs too.
     pub default_posture: Option<crate::policy::Posture>,
@@ -69,7 +70,7 @@ pub struct AppState {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Missing or wrong bearer token.
-    #[error("missing or invalid bearer token")]
+    #[error("missing or invalid credentials")]
     Unauthorized,
     /// No such resource.
     #[error("{0}")]
@@ -139,49 +140,141 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// The whole application router.
+impl From<crate::tokens::TokenError> for ApiError {
+    fn from(e: crate::tokens::TokenError) -> Self {
+        use crate::tokens::TokenError;
+        match e {
+            TokenError::Invalid(m) => Self::BadRequest(m),
+            TokenError::NotFound(_) => Self::NotFound(e.to_string()),
+            TokenError::Full => Self::Conflict(e.to_string()),
+            TokenError::Store(s) => Self::Unavailable(format!("the store refused the write: {s}")),
+        }
+    }
+}
+
+/// How a route is bounded against overload and slowness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounds {
+    /// The server-wide layers: shed with 503 when overloaded or too slow.
+    Server,
+    /// Per integration, inside the pipeline: a refusal is the vendor's
+    /// blocking reply with a receipt, because most vendors take a 503 (or no
+    /// answer) as an ALLOW.
+    Integration,
+}
+
+/// One route: where, who may call it, and what serves it.
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path pattern, axum syntax (`/v1/receipts/{receipt_id}`).
+    pub path: &'static str,
+    /// The role a caller needs; `None` only for the health probes.
+    pub role: Option<Role>,
+    /// How it is bounded.
+    pub bounds: Bounds,
+    handler: MethodRouter<AppState>,
+}
+
+impl Route {
+    fn new(method: Method, path: &'static str, role: Role, handler: MethodRouter<AppState>) -> Self {
+        Self { method, path, role: Some(role), bounds: Bounds::Server, handler }
+    }
+
+    fn public(path: &'static str, handler: MethodRouter<AppState>) -> Self {
+        Self { method: Method::GET, path, role: None, bounds: Bounds::Server, handler }
+    }
+
+    fn hook(path: &'static str, handler: MethodRouter<AppState>) -> Self {
+        Self { bounds: Bounds::Integration, ..Self::new(Method::POST, path, Role::Ingress, handler) }
+    }
+
+    /// Cap the body this route reads.
+    fn limit(mut self, bytes: usize) -> Self {
+        self.handler = self.handler.layer(DefaultBodyLimit::max(bytes));
+        self
+    }
+}
+
+/// Every route of the API and the role it needs. `hook_body_limit` is
+/// `ingress.body_limit_bytes`.
+///
+/// | role | may call |
+/// |---|---|
+/// | none | `/healthz`, `/readyz` |
+/// | ingress | hooks, `/v1/evaluate` |
+/// | auditor | receipts, keys, sessions, session verification |
+/// | approver | approvals, deferrals, session evidence |
+/// | admin | auditor's and approver's routes, policies, tokens (and plugins) |
+pub fn routes(hook_body_limit: usize) -> Vec<Route> {
+    use Method as M;
+    use Role::{Admin, Approver, Auditor, Ingress};
+    vec![
+        Route::public("/healthz", get(healthz)),
+        Route::public("/readyz", get(readyz)),
+        // Agent platforms.
+        Route::hook("/v1/hooks/{integration}", post(hook)).limit(hook_body_limit),
+        Route::hook("/v1/hooks/{integration}/{event}", post(hook_event)).limit(hook_body_limit),
+        Route::new(M::POST, "/v1/evaluate", Ingress, post(evaluate)).limit(hook_body_limit),
+        // Read-only review.
+        Route::new(M::GET, "/v1/receipts", Auditor, get(list_receipts)),
+        Route::new(M::GET, "/v1/receipts/{receipt_id}", Auditor, get(get_receipt)),
+        Route::new(M::GET, "/v1/keys", Auditor, get(keys)),
+        Route::new(M::GET, "/v1/sessions/{session_id}", Auditor, get(session)),
+        Route::new(M::GET, "/v1/sessions/{session_id}/verify", Auditor, get(verify_session)),
+        // Approvals, deferrals, evidence.
+        Route::new(M::GET, "/v1/approvals", Approver, get(list_approvals)),
+        Route::new(M::GET, "/v1/approvals/{id}", Approver, get(get_approval)),
+        Route::new(M::POST, "/v1/approvals/{id}/approve", Approver, post(approve)).limit(WORKFLOW_BODY_LIMIT),
+        Route::new(M::POST, "/v1/approvals/{id}/deny", Approver, post(deny)).limit(WORKFLOW_BODY_LIMIT),
+        Route::new(M::GET, "/v1/deferrals", Approver, get(list_deferrals)),
+        Route::new(M::GET, "/v1/deferrals/{id}", Approver, get(get_deferral)),
+        Route::new(M::POST, "/v1/deferrals/{id}/resolve", Approver, post(resolve_deferral)).limit(WORKFLOW_BODY_LIMIT),
+        Route::new(M::POST, "/v1/sessions/{session_id}/context", Approver, post(session_context))
+            .limit(WORKFLOW_BODY_LIMIT),
+        // Administration.
+        Route::new(M::GET, "/v1/policies", Admin, get(policies)),
+        Route::new(M::PUT, "/v1/policies", Admin, put(upload_pack)),
+        Route::new(M::POST, "/v1/policies/validate", Admin, post(validate_pack)),
+        Route::new(M::GET, "/v1/policies/{hash}", Admin, get(stored_pack)),
+        Route::new(M::GET, "/v1/tokens", Admin, get(list_tokens)),
+        Route::new(M::POST, "/v1/tokens", Admin, post(create_token)).limit(WORKFLOW_BODY_LIMIT),
+        Route::new(M::DELETE, "/v1/tokens/{id}", Admin, delete(revoke_token)),
+    ]
+}
+
+/// The whole application router, built from [`routes`].
 pub fn app(state: AppState) -> Router {
-    let ingress = Router::new()
-        .route("/v1/hooks/{integration}", post(hook))
-        .route("/v1/hooks/{integration}/{event}", post(hook_event))
-        .route("/v1/evaluate", post(evaluate))
-        .layer(DefaultBodyLimit::max(state.body_limit))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_ingress));
-    let review = Router::new()
-        .route("/v1/receipts", get(list_receipts))
-        .route("/v1/receipts/{receipt_id}", get(get_receipt))
-        .route("/v1/keys", get(keys))
-        .route("/v1/sessions/{session_id}", get(session))
-        .route("/v1/sessions/{session_id}/verify", get(verify_session))
-        .route("/v1/policies", get(policies).put(upload_pack))
-        .route("/v1/policies/validate", post(validate_pack))
-        .route("/v1/policies/{hash}", get(stored_pack))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    // Approvers and admins: approvals, deferrals, evidence.
-    let workflow = Router::new()
-        .route("/v1/approvals", get(list_approvals))
-        .route("/v1/approvals/{id}", get(get_approval))
-        .route("/v1/approvals/{id}/approve", post(approve))
-        .route("/v1/approvals/{id}/deny", post(deny))
-        .route("/v1/deferrals", get(list_deferrals))
-        .route("/v1/deferrals/{id}", get(get_deferral))
-        .route("/v1/deferrals/{id}/resolve", post(resolve_deferral))
-        .route("/v1/sessions/{session_id}/context", post(session_context))
-        .layer(DefaultBodyLimit::max(WORKFLOW_BODY_LIMIT))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_reviewer));
-    let probes = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
+    let mut server = Router::new();
+    let mut integration = Router::new();
+    for route in routes(state.body_limit) {
+        let handler = match route.role {
+            Some(role) => route.handler.route_layer(middleware::from_fn_with_state((state.clone(), role), authorize)),
+            None => route.handler,
+        };
+        match route.bounds {
+            Bounds::Server => server = server.route(route.path, handler),
+            Bounds::Integration => integration = integration.route(route.path, handler),
+        }
+    }
     let bounds = ServiceBuilder::new()
         .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
         .load_shed()
         .concurrency_limit(state.max_concurrent)
         .timeout(state.request_timeout);
+    // Hooks are bounded by the pipeline (vendor's blocking reply). This outer
+    // guard, looser than those bounds so they refuse first, only stops
+    // connections that never become a governed request: bodies that do not
+    // arrive, or more connections than the pipeline could ever admit.
+    let transport = ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(state.max_concurrent.saturating_mul(2))
+        .timeout(state.request_timeout + HOOK_TRANSPORT_MARGIN);
     Router::new()
-        .merge(ingress)
-        .merge(review)
-        .merge(workflow)
-        .merge(probes)
+        .merge(server.layer(bounds))
+        .merge(integration.layer(transport))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
-        .layer(bounds)
         .with_state(state)
 }
 
@@ -193,89 +286,69 @@ async fn overloaded(err: BoxError) -> ApiError {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+/// The auth layer of a route needing `role`: 401 without a credential any
+/// source accepts, 403 with one whose roles do not grant `role`. The caller
+/// travels to the handler as a request extension.
+async fn authorize(State((state, role)): State<(AppState, Role)>, mut request: Request, next: Next) -> Response {
+    if role == Role::Ingress {
+        // The integration as the router matched it (percent-decoded), so an
+        // encoded name cannot dodge the integration's own authentication.
+        let (mut parts, body) = request.into_parts();
+        let integration = axum::RequestPartsExt::extract::<Path<std::collections::HashMap<String, String>>>(&mut parts)
+            .await
+            .ok()
+            .and_then(|Path(mut params)| params.remove("integration"));
+        request = Request::from_parts(parts, body);
+        if let Some(integration) = integration
+            && let Some(verifier) = state.integration_auth.get(&integration)
+        {
+            return integration_auth(&state, verifier, &integration, request, next).await;
+        }
+    }
+    let caller = match state.auth.caller(request.headers()).await {
+        Ok(c) => c,
+        Err(Unauthenticated::Missing | Unauthenticated::Invalid) => return ApiError::Unauthorized.into_response(),
+    };
+    if !caller.may(role) {
+        let held: Vec<&str> = caller.roles.iter().map(|r| r.as_str()).collect();
+        return ApiError::Forbidden(format!(
+            "this route needs the {} role; the credential has: {}",
+            role.as_str(),
+            if held.is_empty() { "no role".to_owned() } else { held.join(", ") }
+        ))
+        .into_response();
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
-async fn require_ingress(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // `/v1/hooks/<integration>[/<event>]` of an integration with its own
-    // authentication accepts that, and only that.
-    let integration =
-        request.uri().path().strip_prefix("/v1/hooks/").map(|rest| rest.split('/').next().unwrap_or(rest));
-    if let Some(verifier) = integration.and_then(|i| state.integration_auth.get(i)) {
-        return match verifier.verify(bearer(request.headers())).await {
+/// An integration with its own authentication accepts that, and only that.
+/// A signature covers the body, so it is read here (within the hook body
+/// limit) and handed on.
+async fn integration_auth(
+    state: &AppState,
+    verifier: &crate::inbound::Verifier,
+    integration: &str,
+    request: Request,
+    next: Next,
+) -> Response {
+    let refused = |e: crate::inbound::AuthError| {
+        tracing::warn!(%integration, error = %e, "hook caller refused");
+        ApiError::Unauthorized.into_response()
+    };
+    if !verifier.needs_body() {
+        return match verifier.verify(request.headers(), &[]).await {
             Ok(_) => next.run(request).await,
-            Err(e) => {
-                tracing::warn!(integration = integration.unwrap_or_default(), error = %e, "hook caller refused");
-                ApiError::Unauthorized.into_response()
-            }
+            Err(e) => refused(e),
         };
     }
-    match bearer(request.headers()) {
-        Some(t) if state.ingress_token.matches(t) => next.run(request).await,
-        _ => ApiError::Unauthorized.into_response(),
-    }
-}
-
-/// Who called an approver route.
-#[derive(Debug, Clone)]
-pub enum Caller {
-    /// The admin token: may resolve anything.
-    Admin,
-    /// An approver: may resolve approvals of their groups.
-    Approver {
-        /// Their identity, recorded as the resolver.
-        identity: String,
-        /// Their approver groups.
-        groups: Vec<String>,
-    },
-}
-
-impl Caller {
-    fn identity(&self) -> &str {
-        match self {
-            Self::Admin => "admin",
-            Self::Approver { identity, .. } => identity,
-        }
-    }
-}
-
-/// One approver's credentials.
-#[derive(Debug)]
-pub struct Approver {
-    /// Identity recorded when they resolve something.
-    pub identity: String,
-    /// Their token.
-    pub token: Token,
-    /// Groups they approve for (the `@approvers` of policies).
-    pub groups: Vec<String>,
-}
-
-async fn require_reviewer(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let caller = match bearer(request.headers()) {
-        Some(t) if state.admin_token.matches(t) => Some(Caller::Admin),
-        Some(t) => state
-            .approvers
-            .iter()
-            .find(|a| a.token.matches(t))
-            .map(|a| Caller::Approver { identity: a.identity.clone(), groups: a.groups.clone() }),
-        None => None,
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, state.body_limit).await else {
+        return ApiError::TooLarge(state.body_limit).into_response();
     };
-    match caller {
-        Some(caller) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
-        }
-        None => ApiError::Unauthorized.into_response(),
-    }
-}
-
-async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match bearer(request.headers()) {
-        Some(t) if state.admin_token.matches(t) => next.run(request).await,
-        _ => ApiError::Unauthorized.into_response(),
+    match verifier.verify(&parts.headers, &bytes).await {
+        Ok(_) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(e) => refused(e),
     }
 }
 
@@ -593,6 +666,63 @@ async fn stored_pack(State(state): State<AppState>, Path(hash): Path<String>) ->
         .ok_or_else(|| ApiError::NotFound(format!("no uploaded pack `{hash}`")))
 }
 
+/// Body of `POST /v1/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    role: Role,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    /// RFC 3339 expiry.
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: CreateToken =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid token request: {e}")))?;
+    let tokens = state.auth.tokens().clone();
+    let new =
+        crate::tokens::NewToken { role: body.role, name: body.name, groups: body.groups, expires_at: body.expires_at };
+    let (record, secret) = tokio::task::spawn_blocking(move || tokens.create(new))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    tracing::info!(id = %record.id, role = record.role.as_str(), by = %caller.identity, "API token created");
+    let mut doc = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(o) = doc.as_object_mut() {
+        o.remove("sha256");
+        o.insert("token".to_owned(), Value::from(secret));
+    }
+    Ok((StatusCode::CREATED, Json(doc)).into_response())
+}
+
+async fn list_tokens(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"tokens": state.auth.tokens().list()?})))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let tokens = state.auth.tokens().clone();
+    let record = tokio::task::spawn_blocking(move || tokens.revoke(&id))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    tracing::info!(id = %record.id, by = %caller.identity, "API token revoked");
+    let mut doc = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(o) = doc.as_object_mut() {
+        o.remove("sha256");
+    }
+    Ok(Json(doc))
+}
+
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -719,25 +849,25 @@ async fn decide_approval(
     let hold = workflow
         .get(HoldKind::Approval, id)
         .ok_or_else(|| ApiError::NotFound(format!("no approval with id `{id}`")))?;
-    if let Caller::Approver { identity, groups } = caller {
-        // An approver decides only for the groups the policy named.
-        if !hold.approvers.is_empty() && !hold.approvers.iter().any(|g| groups.contains(g)) {
-            return Err(ApiError::Forbidden(format!(
-                "`{identity}` is not in an approver group of this action ({})",
-                hold.approvers.join(", ")
-            )));
-        }
+    // An approver decides only for the groups the policy named; an admin
+    // decides for any.
+    if !caller.is_admin() && !hold.approvers.is_empty() && !hold.approvers.iter().any(|g| caller.groups.contains(g)) {
+        return Err(ApiError::Forbidden(format!(
+            "`{}` is not in an approver group of this action ({})",
+            caller.identity,
+            hold.approvers.join(", ")
+        )));
     }
     let comment = clip_comment(verdict.comment);
     let (method, reason) = match decision {
-        Decision::Allow => ("approved", format!("approved by {}", caller.identity())),
-        _ => ("denied", format!("denied by {}", caller.identity())),
+        Decision::Allow => ("approved", format!("approved by {}", caller.identity.as_str())),
+        _ => ("denied", format!("denied by {}", caller.identity.as_str())),
     };
     let reason = match &comment {
         Some(c) => format!("{reason}: {c}"),
         None => reason,
     };
-    let verdict = crate::workflow::Verdict { decision, method, by: caller.identity(), comment, reason };
+    let verdict = crate::workflow::Verdict { decision, method, by: caller.identity.as_str(), comment, reason };
     let hold = workflow.resolve(HoldKind::Approval, id, verdict).await?;
     Ok(Json(hold))
 }
@@ -772,17 +902,18 @@ async fn resolve_deferral(
     match (resolve.evidence, resolve.decision) {
         (Some(evidence), None) => {
             check_evidence(&evidence)?;
-            state.pipeline.supply_evidence(&hold.session, evidence, "api", caller.identity()).await?;
+            state.pipeline.supply_evidence(&hold.session, evidence, "api", caller.identity.as_str()).await?;
         }
         (None, Some(decision @ (Decision::Allow | Decision::Deny))) => {
             let comment = clip_comment(resolve.comment);
             let reason = format!(
                 "{} by {}{}",
                 if decision == Decision::Allow { "allowed" } else { "denied" },
-                caller.identity(),
+                caller.identity.as_str(),
                 comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default()
             );
-            let verdict = crate::workflow::Verdict { decision, method: "api", by: caller.identity(), comment, reason };
+            let verdict =
+                crate::workflow::Verdict { decision, method: "api", by: caller.identity.as_str(), comment, reason };
             workflow.resolve(HoldKind::Deferral, &id, verdict).await?;
         }
         (None, Some(other)) => {
@@ -829,7 +960,8 @@ async fn session_context(
     Json(body): Json<Evidence>,
 ) -> Result<Json<Value>, ApiError> {
     check_evidence(&body.evidence)?;
-    let resolved = state.pipeline.supply_evidence(&session_id, body.evidence, "context", caller.identity()).await?;
+    let resolved =
+        state.pipeline.supply_evidence(&session_id, body.evidence, "context", caller.identity.as_str()).await?;
     let pending = state.pipeline.workflow().pending_deferrals(&session_id);
     Ok(Json(json!({"session_id": session_id, "resolved": resolved, "pending": pending})))
 }

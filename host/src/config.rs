@@ -98,6 +98,7 @@ fn default_integrations() -> BTreeMap<String, IntegrationConfig> {
             step_up_hold_events: hold_events.iter().map(|e| (*e).to_owned()).collect(),
             auth: None,
             hold_ms: None,
+            limits: crate::limits::LimitsConfig::default(),
         };
         (name.to_owned(), integration)
     })
@@ -182,9 +183,10 @@ impl Default for Config {
     }
 }
 
-/// Tokens for the two roles of this issue: hook callers (ingress) and
-/// reviewers (admin). When neither a value nor a file is configured, a random
-/// token is generated on first start under the data directory (mode 0600).
+/// Bootstrap credentials and single sign-on. The ingress and admin tokens:
+/// when neither a value nor a file is configured, a random token is generated
+/// on first start under the data directory (mode 0600). More tokens, of any
+/// role, are made with `arbiter token create` (see `crate::tokens`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -201,6 +203,8 @@ pub struct AuthConfig {
     /// `<data_dir>/approvers/<identity>.token`, generated on first start)
     /// and the groups they approve for.
     pub approvers: BTreeMap<String, ApproverAuth>,
+    /// Single sign-on: OIDC bearer JWTs mapped to roles. Default: off.
+    pub oidc: Option<crate::auth::OidcConfig>,
 }
 
 /// One approver's credentials and groups.
@@ -222,11 +226,14 @@ pub struct IngressConfig {
     /// Largest accepted body, in bytes. Default = 1 MiB: real hook payloads
     /// are a few KiB; a Write of a large file is the biggest we have seen.
     pub body_limit_bytes: usize,
-    /// Requests served at once before new ones are shed with 503.
-    /// Default = 1024.
+    /// Requests served at once before new ones are refused. Default = 1024.
+    /// Hooks over it get the vendor's blocking reply and a receipt; other
+    /// routes (which have a separate pool of this size) get 503.
     pub max_concurrent_requests: usize,
-    /// Whole-request timeout in milliseconds. Default = 10 000; a request
-    /// that times out gets 503 and never an ALLOW.
+    /// Whole-request timeout in milliseconds. Default = 10 000. A hook that
+    /// times out gets the vendor's blocking reply and a receipt (per
+    /// integration: `limits.timeout_ms`); other routes get 503. Never an
+    /// ALLOW.
     pub request_timeout_ms: u64,
 }
 
@@ -340,6 +347,11 @@ pub struct IntegrationConfig {
     /// one second, so its integration must answer at once (`hold_ms = 0`).
     #[serde(default)]
     pub hold_ms: Option<u64>,
+    /// Rate, concurrency and deadline bounds on this integration's hooks;
+    /// a refusal is the vendor's blocking reply. Default: only the server's
+    /// `[ingress]` bounds.
+    #[serde(default)]
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// See [`IntegrationConfig::step_up`].
@@ -436,6 +448,24 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     field: "integrations.plugin",
                     reason: format!("integration `{name}` names no plugin"),
+                });
+            }
+            let limits = &integration.limits;
+            limits.validate().map_err(|reason| ConfigError::Invalid {
+                field: "integrations.limits",
+                reason: format!("{name}: {reason}"),
+            })?;
+            // A held hook must answer with its pending reason before the
+            // deadline refuses it.
+            let hold = self.approvals.hold_ms.max(self.deferrals.hold_ms).min(integration.hold_ms.unwrap_or(u64::MAX));
+            if let Some(t) = limits.timeout_ms
+                && (t > self.ingress.request_timeout_ms || hold.saturating_add(1000) > t)
+            {
+                return Err(ConfigError::Invalid {
+                    field: "integrations.limits.timeout_ms",
+                    reason: format!(
+                        "{name}: must be at most ingress.request_timeout_ms and at least 1000 ms over the hold time ({hold} ms)"
+                    ),
                 });
             }
         }

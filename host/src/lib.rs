@@ -13,11 +13,14 @@
 
 pub mod alignment;
 pub mod api;
+pub mod auth;
 pub mod classify;
 pub mod config;
 pub mod context;
 pub mod credentials;
 pub mod inbound;
+pub mod jwks;
+pub mod limits;
 pub mod mcp_gateway;
 pub mod model;
 pub mod notify;
@@ -27,6 +30,7 @@ pub mod policy;
 pub mod receipts;
 pub mod shim;
 pub mod store;
+pub mod tokens;
 pub mod workflow;
 
 use std::sync::Arc;
@@ -120,7 +124,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let workflow =
         workflow::Workflow::open(store.clone(), notifier, config.approvals.clone(), config.deferrals.clone())?;
     workflow.start().await?;
-    let integrations = pipeline::integrations(&config.integrations);
+    let integrations = pipeline::integrations(&config.integrations, &config.ingress);
+    let tokens = Arc::new(tokens::TokenStore::load(store.clone()).context("cannot load the API tokens")?);
     let pipeline = Arc::new(pipeline::Pipeline::new(plugins, pdp, store, integrations, embedder, workflow)?);
     let mut approvers = Vec::new();
     for (identity, auth) in &config.auth.approvers {
@@ -129,8 +134,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             auth.token_file.as_deref(),
             &data.join("approvers").join(format!("{identity}.token")),
         )?;
-        approvers.push(api::Approver { identity: identity.clone(), token, groups: auth.groups.clone() });
+        approvers.push(auth::BootstrapApprover { identity: identity.clone(), token, groups: auth.groups.clone() });
     }
+    let oidc = config.auth.oidc.as_ref().map(auth::Oidc::new).transpose().context("auth.oidc")?;
+    let authenticator = auth::Authenticator::new(ingress_token, admin_token, approvers, tokens, oidc);
+    authenticator.warm().await;
     let mut integration_auth = std::collections::HashMap::new();
     for (name, integration) in &config.integrations {
         if let Some(auth) = &integration.auth {
@@ -142,10 +150,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let state = api::AppState {
         pipeline,
+        auth: Arc::new(authenticator),
         integration_auth: Arc::new(integration_auth),
-        approvers: Arc::new(approvers),
-        ingress_token: Arc::new(ingress_token),
-        admin_token: Arc::new(admin_token),
         key,
         body_limit: config.ingress.body_limit_bytes,
         max_concurrent: config.ingress.max_concurrent_requests,

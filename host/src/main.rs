@@ -1,4 +1,4 @@
-//! The `arbiter` command: `serve`, `verify`, `keygen`, `policy`, `hook`, `mcp-gateway`.
+//! The `arbiter` command: `serve`, `verify`, `keygen`, `policy`, `token`, `hook`, `mcp-gateway`.
 
 use std::path::{Path, PathBuf};
 
@@ -107,6 +107,23 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Manage API tokens of the running server (through its admin API, so a
+    /// created token works and a revoked one fails at once, without a
+    /// restart). Authenticates with `ARBITER_TOKEN`, else `--token-file`,
+    /// else `<data-dir>/admin.token`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        /// Arbiter's base URL.
+        #[arg(long, env = "ARBITER_URL", default_value = "http://127.0.0.1:8750", global = true)]
+        url: String,
+        /// File holding an admin credential.
+        #[arg(long, env = "ARBITER_TOKEN_FILE", global = true)]
+        token_file: Option<PathBuf>,
+        /// Data directory whose `admin.token` is used by default.
+        #[arg(long, env = "ARBITER_DATA_DIR", default_value = "./arbiter-data", global = true)]
+        data_dir: PathBuf,
+    },
     /// Generate an Ed25519 receipt signing key (PKCS#8 PEM, mode 0600) and
     /// print its public key as `/v1/keys` serves it. By default the key goes
     /// where `serve` looks for it, so it is used from the next start.
@@ -134,6 +151,39 @@ enum PolicyCommand {
     Test {
         /// The pack directory.
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; prints the secret once, on stdout (only its hash is
+    /// kept), and its details on stderr.
+    Create {
+        /// `admin`, `approver`, `auditor` or `ingress`.
+        #[arg(long)]
+        role: String,
+        /// Name, recorded as the resolver of what an approver token decides
+        /// [default: `token:<id>`].
+        #[arg(long)]
+        name: Option<String>,
+        /// Approver groups, comma separated (approver tokens only).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Expiry: a duration (`90m`, `12h`, `30d`) or an RFC 3339 time.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens: id, name, role, state, created, expires, last used
+    /// (since the server started); never a secret.
+    List {
+        /// Print the server's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token; it fails from the next request on.
+    Revoke {
+        /// The token id (`arb_<id>_…`).
+        id: String,
     },
 }
 
@@ -170,6 +220,21 @@ fn main() -> ExitCode {
             }
         }
         Command::Policy { command } => policy(command),
+        Command::Token { command, url, token_file, data_dir } => {
+            let admin = token_of(Some(token_file.unwrap_or_else(|| data_dir.join("admin.token"))));
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(token(command, &url, admin)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("arbiter token: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Hook { integration, event, url, token_file, timeout_ms } => {
             let token = token_of(token_file);
             let args = arbiter::shim::HookArgs {
@@ -253,6 +318,97 @@ fn token_of(token_file: Option<PathBuf>) -> Option<String> {
         .ok()
         .filter(|t| !t.trim().is_empty())
         .or_else(|| token_file.and_then(|f| std::fs::read_to_string(f).ok()).map(|t| t.trim().to_owned()))
+}
+
+/// `--expires`: a duration from now (`<n>s|m|h|d`) or an RFC 3339 time.
+fn expiry(s: &str) -> Result<String, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(arbiter::model::format_rfc3339(t));
+    }
+    let unit = s.chars().last().ok_or("an empty --expires")?;
+    let n: i64 = s
+        .strip_suffix(unit)
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("--expires `{s}`: give a duration like 90m, 12h, 30d, or an RFC 3339 time"))?;
+    let d = match unit {
+        's' => time::Duration::seconds(n),
+        'm' => time::Duration::minutes(n),
+        'h' => time::Duration::hours(n),
+        'd' => time::Duration::days(n),
+        _ => return Err(format!("--expires `{s}`: the unit is s, m, h or d")),
+    };
+    time::OffsetDateTime::now_utc()
+        .checked_add(d)
+        .map(arbiter::model::format_rfc3339)
+        .ok_or_else(|| format!("--expires `{s}` is too far away"))
+}
+
+async fn token(command: TokenCommand, url: &str, admin: Option<String>) -> Result<(), String> {
+    let admin =
+        admin.ok_or("no admin credential: set ARBITER_TOKEN or --token-file (default <data-dir>/admin.token)")?;
+    let http =
+        reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
+    let base = url.trim_end_matches('/');
+    let request = match &command {
+        TokenCommand::Create { role, name, groups, expires } => {
+            let expires_at = expires.as_deref().map(expiry).transpose()?;
+            let body = serde_json::json!({"role": role, "name": name, "groups": groups, "expires_at": expires_at});
+            http.post(format!("{base}/v1/tokens")).json(&body)
+        }
+        TokenCommand::List { .. } => http.get(format!("{base}/v1/tokens")),
+        TokenCommand::Revoke { id } => {
+            // The whole token works too; only its id is sent.
+            let id = id
+                .strip_prefix(arbiter::tokens::PREFIX)
+                .map_or(id.as_str(), |rest| rest.split('_').next().unwrap_or(rest));
+            http.delete(format!("{base}/v1/tokens/{id}"))
+        }
+    };
+    let response = request.bearer_auth(admin).send().await.map_err(|e| format!("cannot reach {base}: {e}"))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| format!("HTTP {status}: unreadable answer: {e}"))?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let message = body.pointer("/error/message").and_then(Value::as_str).unwrap_or(text.trim());
+        return Err(format!("HTTP {status}: {message}"));
+    }
+    let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+    match command {
+        TokenCommand::Create { .. } => {
+            eprintln!(
+                "created token {} (role {}, expires {}); the secret below is shown only now",
+                field(&body, "id"),
+                field(&body, "role"),
+                field(&body, "expires_at")
+            );
+            println!("{}", field(&body, "token"));
+        }
+        TokenCommand::List { json: true } => println!("{body}"),
+        TokenCommand::List { json: false } => {
+            println!(
+                "{:<12}  {:<20}  {:<8}  {:<7}  {:<24}  {:<24}  LAST USED",
+                "ID", "NAME", "ROLE", "STATE", "CREATED", "EXPIRES"
+            );
+            for t in body.get("tokens").and_then(Value::as_array).into_iter().flatten() {
+                println!(
+                    "{:<12}  {:<20}  {:<8}  {:<7}  {:<24}  {:<24}  {}",
+                    field(t, "id"),
+                    field(t, "name"),
+                    field(t, "role"),
+                    field(t, "state"),
+                    field(t, "created_at"),
+                    field(t, "expires_at"),
+                    field(t, "last_used")
+                );
+            }
+        }
+        TokenCommand::Revoke { .. } => {
+            println!("revoked {} at {}", field(&body, "id"), field(&body, "revoked_at"));
+        }
+    }
+    Ok(())
 }
 
 fn policy(command: PolicyCommand) -> ExitCode {

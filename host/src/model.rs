@@ -144,6 +144,8 @@ pub enum FaultComponent {
     Store,
     /// The session context.
     Context,
+    /// Arbiter's own ingress bounds (rate, concurrency, deadline).
+    Ingress,
 }
 
 /// What kind of failure it was.
@@ -152,7 +154,7 @@ pub enum FaultComponent {
 pub enum FaultKind {
     /// A WebAssembly trap (panic, unreachable, bad memory access).
     Trap,
-    /// The plugin call overran its deadline.
+    /// The plugin call, or the whole hook, overran its deadline.
     Deadline,
     /// The plugin tried to grow memory past its cap.
     Memory,
@@ -166,6 +168,10 @@ pub enum FaultKind {
     Evaluation,
     /// The session's hash chain no longer verifies.
     Tampered,
+    /// A rate limit refused the request.
+    RateLimited,
+    /// A concurrency limit refused the request.
+    Overloaded,
 }
 
 /// A failure on the decision path. Always turns into a blocking decision and

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::alignment::{self, EmbeddingProvider};
 use crate::config::StepUpMode;
 use crate::context::{EntryDraft, EntryKind, SessionSummary};
+use crate::limits::Limits;
 use crate::model::{
     AssertedBy, CanonicalAction, Decision, Fault, FaultComponent, FaultKind, RequesterContext, now_rfc3339,
 };
@@ -39,6 +40,10 @@ const ACTION_SCHEMA: &str = include_str!("../../wit/schemas/canonical-action.v1.
 /// Most of a vendor reply kept in the receipt; larger bodies are recorded by
 /// hash only.
 const MAX_RECORDED_REPLY: usize = 64 * 1024;
+
+/// Longest wait for the receipt of a refused request: the refusal must
+/// answer inside the vendor's budget even when the store is what is slow.
+const REFUSAL_RECEIPT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Errors the pipeline reports instead of a vendor reply.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +77,8 @@ pub struct Integration {
     pub step_up_hold_events: Vec<String>,
     /// Cap on how long a held hook waits (`None`: the services' own).
     pub hold: Option<std::time::Duration>,
+    /// Rate, concurrency and deadline bounds of its hooks.
+    pub limits: Arc<Limits>,
 }
 
 /// What goes back to a hook caller.
@@ -222,7 +229,9 @@ impl Pipeline {
         self.integrations.contains_key(name)
     }
 
-    /// Govern one vendor hook request.
+    /// Govern one vendor hook request, within the integration's limits: a
+    /// hook over its rate or concurrency, or not answered by its deadline,
+    /// gets the plugin's blocking reply and a receipt naming the limit.
     pub async fn handle_hook(&self, integration: &str, request: wit::HttpRequest) -> Result<HookReply, PipelineError> {
         let config = self
             .integrations
@@ -230,9 +239,41 @@ impl Pipeline {
             .ok_or_else(|| PipelineError::UnknownIntegration(integration.to_owned()))?;
         let plugin =
             self.plugins.get(&config.plugin).ok_or_else(|| PipelineError::PluginMissing(integration.to_owned()))?;
-        let settings = config.settings.clone();
         let request = Arc::new(request);
         let pdp = self.pdp.load_full();
+        let _admission = match config.limits.admit() {
+            Ok(a) => a,
+            Err(fault) => return Ok(self.refuse(&pdp, integration, &plugin, &request, None, Vec::new(), fault).await),
+        };
+        let deadline = config.limits.timeout();
+        match tokio::time::timeout(deadline, self.govern(config, &plugin, &pdp, integration, request.clone())).await {
+            Ok(reply) => reply,
+            // Receipts the abandoned attempt already wrote stay; this one
+            // records the block that was actually answered.
+            Err(_) => {
+                let fault = Fault::new(
+                    FaultComponent::Ingress,
+                    FaultKind::Deadline,
+                    format!(
+                        "deadline exceeded: integration `{integration}` answers within {} ms",
+                        deadline.as_millis()
+                    ),
+                );
+                Ok(self.refuse(&pdp, integration, &plugin, &request, None, Vec::new(), fault).await)
+            }
+        }
+    }
+
+    async fn govern(
+        &self,
+        config: &Integration,
+        plugin: &Arc<Plugin>,
+        pdp: &Arc<Pdp>,
+        integration: &str,
+        request: Arc<wit::HttpRequest>,
+    ) -> Result<HookReply, PipelineError> {
+        let (plugin, pdp) = (plugin.clone(), pdp.clone());
+        let settings = config.settings.clone();
 
         // 1. Decode.
         let decoded = match self.plugins.decode(&plugin, settings.clone(), request.clone()).await {
@@ -243,6 +284,20 @@ impl Pipeline {
             Ok(r) => r,
             Err(fault) => return Ok(self.block_undecoded(&pdp, integration, &plugin, &request, fault).await),
         };
+        if let Err(fault) = config.limits.admit_session(&requester.session) {
+            // Nothing of a refused request enters the session log; its
+            // actions are recorded as refused.
+            let actions = decoded
+                .events
+                .into_iter()
+                .filter_map(|e| match e {
+                    wit::Event::Action(a) => self.canonical_action(a, &requester, integration).ok(),
+                    _ => None,
+                })
+                .map(|a| pdp.map_action(a))
+                .collect();
+            return Ok(self.refuse(&pdp, integration, &plugin, &request, Some(&requester), actions, fault).await);
+        }
 
         // 2. Context events first, so an intent in this request precedes its actions.
         let mut actions = Vec::new();
@@ -694,24 +749,44 @@ impl Pipeline {
         request: &wit::HttpRequest,
         fault: Fault,
     ) -> HookReply {
+        self.refuse(pdp, integration, plugin, request, None, Vec::new(), fault).await
+    }
+
+    /// Answer with the plugin's blocking reply because of `fault`, with one
+    /// receipt per action (or one for a stand-in of the request when it held
+    /// none). Never touches the session log: a refused request is not part
+    /// of the session. The receipt write is bounded, so a refusal answers
+    /// even when the store is what is slow; without a receipt it still blocks.
+    #[allow(clippy::too_many_arguments, reason = "the facts of one refused request")]
+    async fn refuse(
+        &self,
+        pdp: &Pdp,
+        integration: &str,
+        plugin: &Plugin,
+        request: &wit::HttpRequest,
+        requester: Option<&RequesterContext>,
+        actions: Vec<CanonicalAction>,
+        fault: Fault,
+    ) -> HookReply {
         let reason = format!("blocked: {}", fault.message);
         let response = plugin.blocking_reply(&reason);
-        let d = Decided::new(
-            stand_in_action(integration, request, None),
-            fault_outcome(fault),
-            uuid::Uuid::now_v7().to_string(),
-        );
-        let written = match receipt_draft(pdp, &d, Some((plugin, integration)), Some(&response), false) {
-            Ok(draft) => self.store.append_receipt(draft).await,
-            Err(e) => Err(StoreError::from(e)),
-        };
-        let receipt_id = match written {
-            Ok(_) => Some(d.receipt_id),
-            Err(e) => {
-                tracing::error!(error = %e, "fault receipt not written");
-                None
+        let actions = if actions.is_empty() { vec![stand_in_action(integration, request, requester)] } else { actions };
+        let mut receipt_id = None;
+        for action in actions {
+            let d = Decided::new(action, fault_outcome(fault.clone()), uuid::Uuid::now_v7().to_string());
+            let written = match receipt_draft(pdp, &d, Some((plugin, integration)), Some(&response), false) {
+                Ok(draft) => tokio::time::timeout(REFUSAL_RECEIPT_WAIT, self.store.append_receipt(draft))
+                    .await
+                    .unwrap_or(Err(StoreError::Unavailable("the store did not answer in time"))),
+                Err(e) => Err(StoreError::from(e)),
+            };
+            match written {
+                Ok(_) => {
+                    receipt_id.get_or_insert(d.receipt_id);
+                }
+                Err(e) => tracing::error!(error = %e, "fault receipt not written"),
             }
-        };
+        }
         HookReply { response, receipt_id, decision: Some(Decision::Deny) }
     }
 
@@ -1146,8 +1221,14 @@ impl EvaluateInput {
     }
 }
 
-/// Build the integration table from config.
-pub fn integrations(config: &BTreeMap<String, crate::config::IntegrationConfig>) -> HashMap<String, Integration> {
+/// Build the integration table from config; every integration's hooks share
+/// one pool of `ingress.max_concurrent_requests` slots.
+pub fn integrations(
+    config: &BTreeMap<String, crate::config::IntegrationConfig>,
+    ingress: &crate::config::IngressConfig,
+) -> HashMap<String, Integration> {
+    let global = Arc::new(tokio::sync::Semaphore::new(ingress.max_concurrent_requests));
+    let timeout = std::time::Duration::from_millis(ingress.request_timeout_ms);
     config
         .iter()
         .map(|(name, c)| {
@@ -1159,6 +1240,7 @@ pub fn integrations(config: &BTreeMap<String, crate::config::IntegrationConfig>)
                     step_up: c.step_up,
                     step_up_hold_events: c.step_up_hold_events.clone(),
                     hold: c.hold_ms.map(std::time::Duration::from_millis),
+                    limits: Arc::new(Limits::new(name, &c.limits, global.clone(), timeout)),
                 },
             )
         })
@@ -1187,7 +1269,7 @@ mod tests {
             plugins,
             pdp,
             store,
-            integrations(&Config::default().integrations),
+            integrations(&Config::default().integrations, &Config::default().ingress),
             Arc::new(alignment::HashedEmbedder),
             Workflow::open(
                 store_for_workflow,

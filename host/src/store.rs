@@ -88,6 +88,8 @@ struct Parts {
     /// approval / deferral id → its record (JSON), written in the batch of
     /// the receipt that creates or resolves it.
     holds: PartitionHandle,
+    /// API token id → its record (JSON: role, digest of the secret, times).
+    tokens: PartitionHandle,
 }
 
 /// Handle to the store: reads directly, writes through the writer thread.
@@ -216,6 +218,7 @@ impl Store {
             packs: open("packs")?,
             meta: open("meta")?,
             holds: open("holds")?,
+            tokens: open("tokens")?,
             keyspace,
         };
         // The chain resumes from the last durable receipt.
@@ -351,6 +354,27 @@ impl Store {
         batch.commit()?;
         self.parts.keyspace.persist(PersistMode::SyncAll)?;
         Ok(())
+    }
+
+    /// Write an API token record durably (fsync before returning): a token
+    /// handed out, or a revocation, must survive a crash.
+    pub fn put_token(&self, id: &str, record: &Value) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.parts.tokens.insert(id.as_bytes(), bytes)?;
+        self.parts.keyspace.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Every API token record (JSON), in id order.
+    pub fn tokens(&self) -> Result<Vec<Value>, StoreError> {
+        self.parts
+            .tokens
+            .iter()
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
     }
 
     /// Every approval and deferral record (JSON), in id order (ids are
