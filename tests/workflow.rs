@@ -103,7 +103,7 @@ async fn get_as(server: &Server, path: &str, token: &str) -> Value {
 
 /// Poll until `f` holds (bounded).
 async fn eventually<F: Fn(&Value) -> bool>(server: &Server, path: &str, f: F) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(25);
     loop {
         let v = server.admin_json(path).await;
         if f(&v) {
@@ -265,8 +265,9 @@ async fn webhook_receiver() -> (String, Received) {
 // follow-up receipt; a pending approval survives a restart, and one whose
 // deadline passed while Arbiter was down is expired on start.
 async fn unanswered_approvals_expire_to_deny_even_across_a_restart() {
-    // Deadlines leave room for a restart on a loaded machine.
-    let mut server = start("[approvals]\nhold_ms = 100\ndeadline_secs = 5\n");
+    // The deadline leaves room for a restart on a loaded machine (two
+    // parallel builds on two cores made a restart take over 5 s).
+    let mut server = start("[approvals]\nhold_ms = 100\ndeadline_secs = 12\n");
     let body = pre("apr-expire", "Write", infra_write("resource \"aws_s3_bucket\" \"a\" {}\n"));
     let held = ask(&server, &body).await;
     let id = held.receipt["approval"]["id"].as_str().unwrap().to_owned();
@@ -290,7 +291,7 @@ async fn unanswered_approvals_expire_to_deny_even_across_a_restart() {
     let held = ask(&server, &pre("apr-down", "Write", infra_write("resource \"aws_s3_bucket\" \"b\" {}\n"))).await;
     let id = held.receipt["approval"]["id"].as_str().unwrap().to_owned();
     server.kill();
-    std::thread::sleep(Duration::from_millis(5500));
+    std::thread::sleep(Duration::from_millis(12_500));
     server.restart();
     let hold = server.admin_json(&format!("/v1/approvals/{id}")).await;
     assert_eq!(hold["status"], "expired", "expired on start: {hold}");
