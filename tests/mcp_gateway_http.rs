@@ -352,7 +352,8 @@ async fn one_gateway_fronts_stdio_and_http_upstreams_for_http_clients() {
 
     // Clients without the token, or with a wrong one, are refused; so are an
     // oversized body and a foreign Host.
-    let http = reqwest::Client::new();
+    // No pooled connections: the 413 closes its connection unread.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}});
     let accept = "application/json, text/event-stream";

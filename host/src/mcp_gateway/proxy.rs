@@ -130,20 +130,13 @@ impl Gateway {
         });
         let upstreams = futures::future::try_join_all(connecting).await?;
         let mut info = merged_info(&upstreams, &client.protocol_version);
-        let mut meta = info.meta.take().map(|m| serde_json::to_value(m).unwrap_or(Value::Null));
-        let meta_obj = match meta.as_mut() {
-            Some(Value::Object(o)) => o,
-            _ => {
-                meta = Some(Value::Object(Map::new()));
-                match meta.as_mut() {
-                    Some(Value::Object(o)) => o,
-                    _ => anyhow::bail!("building the initialize result"),
-                }
-            }
+        let mut meta = match info.meta.take().map(serde_json::to_value) {
+            Some(Ok(Value::Object(meta))) => meta,
+            _ => Map::new(),
         };
         // Lets the client (and its operator) find its receipts.
-        meta_obj.insert("arbiter/session".to_owned(), Value::String(self.session.clone()));
-        info.meta = meta.and_then(|m| serde_json::from_value(m).ok());
+        meta.insert("arbiter/session".to_owned(), Value::String(self.session.clone()));
+        info.meta = serde_json::from_value(Value::Object(meta)).ok();
         let name = clip(&params.client_info.name);
         let version = clip(&params.client_info.version);
         tracing::info!(session = %self.session, client = %name, "mcp-gateway: client session opened");
