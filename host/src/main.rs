@@ -75,33 +75,13 @@ enum Command {
         #[arg(long, default_value_t = 12_000)]
         timeout_ms: u64,
     },
-    /// MCP protocol gateway: serve MCP on stdio, proxy to the upstream MCP
-    /// server given after `--` (run as a child process), and send every
-    /// `tools/call` through Arbiter first. Fails closed: a call Arbiter does
-    /// not let through, or cannot be asked about, is answered with an
-    /// `isError` tool result and never reaches the upstream.
-    McpGateway {
-        /// The upstream's name in policies (`mcp://<name>/<tool>`,
-        /// `mcp__<name>__<tool>`).
-        #[arg(long)]
-        server_name: String,
-        /// Arbiter's base URL.
-        #[arg(long, env = "ARBITER_URL", default_value = "http://127.0.0.1:8750")]
-        url: String,
-        /// File holding the ingress token (else `ARBITER_TOKEN`).
-        #[arg(long, env = "ARBITER_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
-        /// Session id every call is recorded under [default: a new UUID].
-        #[arg(long)]
-        session: Option<String>,
-        /// Give up on Arbiter (and refuse the call) after this many
-        /// milliseconds; keep it above Arbiter's approval hold time.
-        #[arg(long, default_value_t = 30_000)]
-        timeout_ms: u64,
-        /// The upstream MCP server command and its arguments.
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
+    /// MCP protocol gateway: serve MCP clients (stdio, or Streamable HTTP
+    /// with `--listen`), proxy to one or more upstream MCP servers (stdio
+    /// child processes, Streamable HTTP URLs), and send every `tools/call`
+    /// through Arbiter first. Fails closed: a call Arbiter does not let
+    /// through, or cannot be asked about, is answered with an `isError` tool
+    /// result and never reaches the upstream.
+    McpGateway(Box<McpGatewayArgs>),
     /// Work with policy packs.
     Policy {
         #[command(subcommand)]
@@ -136,6 +116,57 @@ enum Command {
         #[arg(long, env = "ARBITER_DATA_DIR", default_value = "./arbiter-data")]
         data_dir: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct McpGatewayArgs {
+    /// The name of the upstream given after `--` in policies
+    /// (`mcp://<name>/<tool>`, `mcp__<name>__<tool>`).
+    #[arg(long, requires = "command")]
+    server_name: Option<String>,
+    /// A Streamable HTTP upstream, `NAME=URL` (repeatable). Upstreams that
+    /// need a bearer token go in `--upstreams`.
+    #[arg(long = "upstream", value_name = "NAME=URL", value_parser = arbiter::mcp_gateway::UpstreamSpec::parse_http)]
+    upstreams: Vec<arbiter::mcp_gateway::UpstreamSpec>,
+    /// A TOML file of `[[upstream]]` tables (`name`, and `command` or `url`
+    /// with optional `token_file` / `token_env`).
+    #[arg(long = "upstreams", value_name = "FILE")]
+    upstreams_file: Option<PathBuf>,
+    /// Arbiter's base URL.
+    #[arg(long, env = "ARBITER_URL", default_value = "http://127.0.0.1:8750")]
+    url: String,
+    /// File holding the ingress token (else `ARBITER_TOKEN`).
+    #[arg(long, env = "ARBITER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Session id every call of the stdio client is recorded under
+    /// [default: a new UUID]; with `--listen` each client session gets its own.
+    #[arg(long, conflicts_with = "listen")]
+    session: Option<String>,
+    /// Give up on Arbiter (and refuse the call) after this many
+    /// milliseconds; keep it above Arbiter's approval hold time.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+    /// Serve clients over Streamable HTTP at `http://ADDR/mcp` instead of
+    /// stdio. Clients must send `Authorization: Bearer <client token>`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// File holding the token HTTP clients must present (else
+    /// `ARBITER_MCP_CLIENT_TOKEN`).
+    #[arg(long, env = "ARBITER_MCP_CLIENT_TOKEN_FILE")]
+    client_token_file: Option<PathBuf>,
+    /// Largest HTTP request body accepted from a client, in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Most client sessions open at once (each has its own upstream
+    /// connections; idle sessions close after 5 minutes).
+    #[arg(long, default_value_t = 64)]
+    max_sessions: usize,
+    /// `Host` header value accepted besides the loopback names (repeatable).
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// The stdio upstream command and its arguments (with `--server-name`).
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -256,26 +287,20 @@ fn main() -> ExitCode {
             arbiter::shim::emit(&outcome);
             ExitCode::from(outcome.code)
         }
-        Command::McpGateway { server_name, url, token_file, session, timeout_ms, command } => {
+        Command::McpGateway(args) => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
                 )
                 .init();
-            let args = arbiter::mcp_gateway::GatewayArgs {
-                server_name,
-                url,
-                token: token_of(token_file),
-                session: session.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-                timeout: std::time::Duration::from_millis(timeout_ms.max(1)),
-                command,
-            };
-            let result = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(arbiter::mcp_gateway::run(args)));
+            let result = mcp_gateway_args(*args).and_then(|args| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| rt.block_on(arbiter::mcp_gateway::run(args)))
+            });
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -310,6 +335,39 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The gateway's arguments from the command line: upstreams from the file,
+/// then `--upstream`, then the command after `--`.
+fn mcp_gateway_args(a: McpGatewayArgs) -> anyhow::Result<arbiter::mcp_gateway::GatewayArgs> {
+    use arbiter::mcp_gateway::{ListenArgs, UpstreamSpec, load_upstreams};
+    let mut upstreams = match &a.upstreams_file {
+        Some(file) => load_upstreams(file)?,
+        None => Vec::new(),
+    };
+    upstreams.extend(a.upstreams);
+    match (a.server_name, a.command.is_empty()) {
+        (Some(name), false) => upstreams.push(UpstreamSpec::stdio(name, a.command)),
+        (None, false) => anyhow::bail!("give the upstream after `--` a name with --server-name"),
+        (_, true) => {}
+    }
+    let listen = a.listen.map(|addr| ListenArgs {
+        addr,
+        client_token: std::env::var("ARBITER_MCP_CLIENT_TOKEN").ok().filter(|t| !t.trim().is_empty()).or_else(|| {
+            a.client_token_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).map(|t| t.trim().to_owned())
+        }),
+        max_body_bytes: a.max_body_bytes.max(1024),
+        max_sessions: a.max_sessions.max(1),
+        allowed_hosts: a.allowed_hosts,
+    });
+    Ok(arbiter::mcp_gateway::GatewayArgs {
+        upstreams,
+        url: a.url,
+        token: token_of(a.token_file),
+        session: a.session.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        timeout: std::time::Duration::from_millis(a.timeout_ms.max(1)),
+        listen,
+    })
 }
 
 /// The ingress token: `ARBITER_TOKEN`, else the token file's content.
