@@ -20,6 +20,8 @@
 //! 4. Copilot Studio under load: its captured `analyze-tool-execution`
 //!    request at 50/s while the closed loop runs; Copilot Studio allows the
 //!    tool when no answer comes within 1000 ms, so the report counts those.
+//! 5. Copilot Studio open loop: the same request alone at `--rate`
+//!    requests/s (1000 by default), latency from the scheduled send time.
 //!
 //! Run: `cargo bench -p arbiter --bench hot_path -- [--quick] [--duration SECS]
 //! [--concurrency N] [--rate R]`. Without cargo's `--bench` flag (e.g. under
@@ -106,8 +108,8 @@ fn session_id(n: u64) -> String {
     format!("bench-s{}", n % SESSIONS)
 }
 
-/// Request bodies with a `__SID__` slot for the session id, cycled in
-/// this order: 3 allowed, 2 denied.
+/// Request bodies with a `__SID__` slot for the session id (and `__N__`
+/// for the request number), cycled in this order: 3 allowed, 2 denied.
 fn templates() -> Vec<String> {
     let bash = |cmd: &str| common::pre_tool_use_bash(cmd, "__SID__");
     let mut read = common::fixture("PreToolUse.json");
@@ -165,7 +167,7 @@ struct Target {
 impl Target {
     async fn send(&self, client: &reqwest::Client, n: u64, session: &str) -> Outcome {
         let t = &self.templates[(n % self.templates.len() as u64) as usize];
-        let body = t.replace("__SID__", session);
+        let body = t.replace("__SID__", session).replace("__N__", &n.to_string());
         let resp = client
             .post(&self.url)
             .header("authorization", &self.auth)
@@ -384,13 +386,31 @@ token = "bench-copilot-studio-token-0001"
 
 /// Copilot Studio's answer budget: later than this, the tool runs.
 const STUDIO_BUDGET: Duration = Duration::from_millis(1000);
+const STUDIO_TOKEN: &str = "bench-copilot-studio-token-0001";
+
+fn studio_fixture() -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/copilot-studio/2025-05-01/analyze-send-email.json");
+    serde_json::from_slice(&std::fs::read(path).expect("studio fixture")).expect("fixture JSON")
+}
+
+/// The captured `analyze-tool-execution` request as an open-loop target:
+/// one conversation per bench session, a new plan step per request.
+fn studio_target(base: &str) -> Target {
+    let mut body = studio_fixture();
+    body["conversationMetadata"]["conversationId"] = Value::from("studio-__SID__");
+    body["conversationMetadata"]["planStepId"] = Value::from("step-__N__");
+    Target {
+        url: format!("{base}/v1/hooks/copilot-studio/analyze-tool-execution?api-version=2025-05-01"),
+        auth: format!("Bearer {STUDIO_TOKEN}"),
+        templates: vec![serde_json::to_string(&body).expect("json")],
+    }
+}
 
 /// Copilot Studio requests at 50/s for `duration`, each in its own
 /// conversation turn; returns their latency and how many missed the budget.
 async fn studio_loop(base: String, duration: Duration) -> (Histogram<u64>, u64, u64) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/copilot-studio/2025-05-01/analyze-send-email.json");
-    let body: Value = serde_json::from_slice(&std::fs::read(path).expect("studio fixture")).expect("fixture JSON");
+    let body = studio_fixture();
     let url = format!("{base}/v1/hooks/copilot-studio/analyze-tool-execution?api-version=2025-05-01");
     let http = client(64);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -407,7 +427,7 @@ async fn studio_loop(base: String, duration: Duration) -> (Histogram<u64>, u64, 
             let t0 = Instant::now();
             let ok = http
                 .post(&url)
-                .bearer_auth("bench-copilot-studio-token-0001")
+                .bearer_auth(STUDIO_TOKEN)
                 .json(&body)
                 .send()
                 .await
@@ -533,6 +553,9 @@ fn main() {
         let load = closed_loop(target.clone(), &args).await;
         (studio.await.expect("studio loop"), load)
     });
+    eprintln!("hot_path: Copilot Studio alone at {}/s for {:?}", args.rate, args.duration);
+    let studio_target = Arc::new(studio_target(&server.base));
+    let studio_open = rt.block_on(open_loop(studio_target, args.rate, args.duration, true));
     let rss = peak_rss_kib(pid);
     let alive = server.is_running();
     server.kill();
@@ -545,7 +568,8 @@ fn main() {
         + seed_failures
         + held_errors
         + studio.0.2
-        + studio.1.counts.errors.load(Ordering::Relaxed);
+        + studio.1.counts.errors.load(Ordering::Relaxed)
+        + studio_open.counts.errors.load(Ordering::Relaxed);
     println!();
     println!("=== arbiter hot_path ===");
     println!(
@@ -603,6 +627,20 @@ fn main() {
         studio_load.rate,
         percentiles(studio_hist)
     );
+    let so = &studio_open.counts;
+    println!(
+        "copilot-studio open loop: {} analyze req/s for {}s, {} scheduled (allowed {}, blocked {}, other {}, errors \
+         {}, late starts {})",
+        args.rate,
+        args.duration.as_secs(),
+        studio_open.scheduled,
+        so.allow.load(Ordering::Relaxed),
+        so.deny.load(Ordering::Relaxed),
+        so.other.load(Ordering::Relaxed),
+        so.errors.load(Ordering::Relaxed),
+        studio_open.late_starts
+    );
+    println!("  latency from scheduled send: {}", percentiles(&studio_open.hist));
     match rss {
         Some(kib) => println!("server peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("server peak RSS (VmHWM): unavailable"),
