@@ -223,9 +223,26 @@ impl PluginHost {
         expected: Option<&str>,
         origin: &str,
     ) -> Result<Installed, InstallError> {
+        self.install_if(bytes, expected, origin, || true).await
+    }
+
+    /// [`install`](Self::install), swapping only if `still_wanted` holds once
+    /// the checks are done (under the registry's writer lock): the watch
+    /// uses it so that a file the API rewrote meanwhile is not swapped in.
+    async fn install_if(
+        &self,
+        bytes: Arc<[u8]>,
+        expected: Option<&str>,
+        origin: &str,
+        still_wanted: impl FnOnce() -> bool,
+    ) -> Result<Installed, InstallError> {
         let plugin = self.prepare(bytes, expected, origin).await?;
         let _writer = self.writer.lock().await;
         let registry = self.registry.load_full();
+        if !still_wanted() {
+            let current = registry.get(&plugin.name).map_or_else(|| plugin.clone(), |s| s.current.clone());
+            return Ok(Installed { active: current, previous: None, unchanged: true });
+        }
         let old = registry.get(&plugin.name);
         if let Some(current) = old.map(|s| &s.current)
             && current.bundle.as_ref().map(|b| &b.digest) == plugin.bundle.as_ref().map(|b| &b.digest)
@@ -465,15 +482,18 @@ impl PluginHost {
         let file = format!("{name}.{BUNDLE_EXT}");
         let current_path = dirs.plugins.join(&file);
         let previous_path = dirs.plugins.join(PREVIOUS_DIR).join(&file);
-        let paths = (current_path.clone(), previous_path);
+        let seen = self.seen.clone();
         tokio::task::spawn_blocking(move || {
-            write_or_remove(&paths.1, previous.as_deref())?;
-            write_or_remove(&paths.0, current.as_deref())
+            write_or_remove(&previous_path, previous.as_deref(), |_| {})?;
+            // The new file's stamp is noted before it takes its name, so the
+            // watch never mistakes it for a bundle someone dropped there.
+            write_or_remove(&current_path, current.as_deref(), |s| {
+                seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(current_path.clone(), s);
+            })
         })
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        self.remember(&current_path);
         Ok(())
     }
 
@@ -523,8 +543,12 @@ impl PluginHost {
                 seen.insert(path.clone(), now);
             }
             let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            let unchanged_since = || stamp(&path) == Some(now);
             let result = match tokio::fs::read(&path).await {
-                Ok(bytes) => self.install(Arc::from(bytes), Some(&name), &format!("watch:{}", path.display())).await,
+                Ok(bytes) => {
+                    let origin = format!("watch:{}", path.display());
+                    self.install_if(Arc::from(bytes), Some(&name), &origin, unchanged_since).await
+                }
                 Err(e) => Err(InstallError::Persist(format!("cannot read: {e}"))),
             };
             match result {
@@ -558,7 +582,8 @@ fn bundle_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Make `path` hold `bytes` (temporary file, fsync, rename, fsync of the
 /// directory), or remove it for `None`. Unchanged content is not rewritten.
-fn write_or_remove(path: &Path, bytes: Option<&[u8]>) -> std::io::Result<()> {
+/// `before_rename` gets the new file's stamp (a rename keeps it).
+fn write_or_remove(path: &Path, bytes: Option<&[u8]>, before_rename: impl FnOnce(Stamp)) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let Some(bytes) = bytes else {
@@ -579,7 +604,12 @@ fn write_or_remove(path: &Path, bytes: Option<&[u8]>) -> std::io::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|()| {
+            if let Some(s) = stamp(&tmp) {
+                before_rename(s);
+            }
+            std::fs::rename(&tmp, path)
+        });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);

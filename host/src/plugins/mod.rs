@@ -344,7 +344,7 @@ pub struct PluginHost {
     writer: tokio::sync::Mutex<()>,
     /// Size and mtime of the bundle files loaded or written, so the watch of
     /// the plugin directory picks up only new or changed ones.
-    seen: std::sync::Mutex<std::collections::HashMap<PathBuf, (u64, std::time::SystemTime)>>,
+    seen: Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, (u64, std::time::SystemTime)>>>,
     trust: bundle::Trust,
     dirs: Option<PluginDirs>,
     cache: Option<cache::ArtefactCache>,
@@ -413,7 +413,7 @@ impl PluginHost {
             linker,
             registry: ArcSwap::from_pointee(BTreeMap::new()),
             writer: tokio::sync::Mutex::new(()),
-            seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+            seen: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
             trust,
             dirs: None,
             cache: None,
@@ -421,6 +421,11 @@ impl PluginHost {
             slots: Arc::new(tokio::sync::Semaphore::new(usize::try_from(limits.max_instances).unwrap_or(1))),
             _ticker: ticker,
         })
+    }
+
+    /// Largest bundle accepted, in bytes (`plugins.max_bundle_bytes`).
+    pub fn max_bundle_bytes(&self) -> usize {
+        self.limits.max_bundle_bytes
     }
 
     /// Keep installed bundles in `dirs.plugins` (so they survive a restart)
