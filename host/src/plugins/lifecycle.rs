@@ -26,6 +26,8 @@ use serde::Serialize;
 
 use super::bundle::{self, BundleError};
 use super::stats::StatsSnapshot;
+#[cfg(test)]
+use super::wit;
 use super::{BundleInfo, LoadError, Plugin, PluginHost, Slot, bundled, selftest};
 
 /// WIT packages this host links. A bundle naming another is refused before
@@ -615,4 +617,76 @@ fn write_or_remove(path: &Path, bytes: Option<&[u8]>, before_rename: impl FnOnce
         return Err(e);
     }
     std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::config::PluginLimits;
+
+    /// A host trusting `acme`, and the bundled claude-code re-signed by
+    /// `acme` as `version`.
+    fn host_and_bundle(version: &str) -> (PluginHost, Vec<u8>) {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let mut limits = PluginLimits::default();
+        limits.publishers.insert(
+            "acme".to_owned(),
+            base64::engine::general_purpose::STANDARD.encode(key.verifying_key().as_bytes()),
+        );
+        let host = PluginHost::new(&limits).unwrap();
+        let (_, bytes) = bundled::BUNDLED.iter().find(|(n, _)| *n == "claude-code").unwrap();
+        let b = bundle::open(bytes, usize::MAX, &host.trust).unwrap();
+        let m = b.manifest;
+        let source = bundle::SourceManifest {
+            name: m.name,
+            version: version.to_owned(),
+            vendor: m.vendor,
+            wit: m.wit,
+            integrations: m.integrations,
+            capabilities: m.capabilities,
+            fixtures: Vec::new(),
+        };
+        let signed = bundle::sign(&source, &b.component, &b.fixtures, "acme", &key).unwrap();
+        (host, signed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // Without a bundled version to fall back to, a plugin an integration
+    // uses cannot be removed; an unused one can.
+    async fn remove_refuses_a_plugin_in_use_without_fallback() {
+        let (host, signed) = host_and_bundle("0.1.0+acme");
+        host.install(Arc::from(signed), Some("claude-code"), "test").await.unwrap();
+        let err = host.remove("claude-code", &["cc".to_owned()]).await.unwrap_err();
+        assert!(matches!(&err, RegistryError::Conflict(m) if m.contains("`cc`") && m.contains("fall back")), "{err}");
+        assert_eq!(host.get("claude-code").unwrap().version, "0.1.0+acme");
+        assert!(host.remove("claude-code", &[]).await.unwrap().is_none());
+        assert!(host.get("claude-code").is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // A request that loaded the old version keeps it across a swap.
+    async fn a_swap_leaves_calls_in_flight_on_their_version() {
+        let (host, first) = host_and_bundle("0.1.0+a");
+        let (_, second) = host_and_bundle("0.1.0+b");
+        host.install(Arc::from(first), Some("claude-code"), "test").await.unwrap();
+        let held = host.get("claude-code").unwrap();
+        let installed = host.install(Arc::from(second), Some("claude-code"), "test").await.unwrap();
+        assert_eq!(installed.active.version, "0.1.0+b");
+        assert_eq!(installed.previous.unwrap().version, "0.1.0+a");
+        // The held plugin still runs: a call on it succeeds.
+        let request = Arc::new(wit::HttpRequest {
+            method: "POST".to_owned(),
+            path: String::new(),
+            headers: Vec::new(),
+            body: br#"{"not": "a hook"}"#.to_vec(),
+        });
+        let result = host.decode(&held, Arc::new(BTreeMap::new()), request).await;
+        assert!(matches!(result, Err(f) if f.kind == crate::model::FaultKind::Rejected));
+        assert_eq!(held.version, "0.1.0+a");
+        assert_eq!(held.stats().rejections, 1);
+        assert_eq!(host.get("claude-code").unwrap().version, "0.1.0+b");
+    }
 }
