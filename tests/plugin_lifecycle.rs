@@ -453,7 +453,7 @@ async fn bad_bundles_are_refused_precisely_and_the_old_version_keeps_serving() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 403, "an ingress credential is not an admin one");
     let r = server.get("/v1/plugins", None).await;
     assert_eq!(r.status, 401);
 }
