@@ -23,6 +23,12 @@
 //! Every failure of a call (trap, deadline, memory cap, output that breaks
 //! the contract) comes back as a [`Fault`], which the pipeline turns into a
 //! blocking reply and a receipt.
+//!
+//! Plugins arrive as signed bundles ([`bundle`]): the ones compiled into the
+//! binary, ones uploaded through the API, and ones dropped into the plugin
+//! directory. `lifecycle` verifies, compiles, self-tests (`selftest`) and
+//! swaps them in while calls flow; `cache` keeps compiled components
+//! across restarts; [`stats`] counts each version's calls.
 
 #[allow(missing_docs, reason = "generated from the WIT, whose docs they carry")]
 mod bindings {
