@@ -1,11 +1,25 @@
 //! Builds the guest plugins (`plugins/`, a separate cargo workspace) for
 //! `wasm32-wasip2`, so `cargo build`, `cargo test` and `cargo run` need no
 //! manual step, then:
+//! - signs each plugin shipped inside the binary into a bundle
+//!   (`host/src/plugins/bundle.rs`, compiled into this script too) from its
+//!   `plugins/<name>/bundle/manifest.json` and fixtures, with a key made for
+//!   this build and never written anywhere;
 //! - writes `$OUT_DIR/bundled_plugins.rs` with
-//!   `pub static BUNDLED: &[(&str, &[u8])]` (name, component bytes) for the
-//!   plugins shipped inside the binary;
+//!   `pub static BUNDLED: &[(&str, &[u8])]` (name, signed bundle bytes) and
+//!   `pub static PUBLISHER_KEY: [u8; 32]`, the public half of that key,
+//!   which the host trusts as the `arbiter-bundled` publisher;
 //! - sets `ARBITER_TEST_PLUGIN_FAULTY` to the path of the test-only `faulty`
-//!   plugin, which is never bundled.
+//!   plugin, which is never bundled, and `ARBITER_TEST_PLUGIN_CLAUDE_CODE` to
+//!   the claude-code component (the plugin lifecycle tests sign it).
+//!
+//! Why a key per build rather than a project key: a private key in the
+//! repository (or in CI) would let anyone who reads it sign plugins every
+//! Arbiter trusts. The bundled plugins need no key that outlives the build:
+//! the binary that embeds them also embeds the public key, so the signature
+//! proves they are the bytes this build produced, and each build trusts only
+//! its own. An operator who wants to re-publish a bundled plugin signs it
+//! with their own publisher key.
 //!
 //! The guests always build in release (they are loaded, not debugged, and
 //! small components compile faster in the host) into `<target>/wasm-guest`,
@@ -19,9 +33,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[allow(dead_code, reason = "the build script uses only the signing half of the bundle code")]
+#[path = "src/plugins/bundle.rs"]
+mod bundle;
+
 const GUEST_TARGET: &str = "wasm32-wasip2";
 
-/// Plugins embedded in the binary: (plugin name, cargo artifact stem).
+/// Plugins embedded in the binary: (plugin name, cargo artifact stem). Each
+/// has its bundle manifest and fixtures in `plugins/<name>/bundle/`.
 const BUNDLED: &[(&str, &str)] = &[
     ("claude-code", "arbiter_plugin_claude_code"),
     ("codex-cli", "arbiter_plugin_codex_cli"),
@@ -106,23 +125,56 @@ fn run() -> Result<(), String> {
         }
     };
 
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let bundles = out_dir.join("bundles");
+    fs::create_dir_all(&bundles).map_err(|e| format!("cannot create `{}`: {e}", bundles.display()))?;
     let mut bundled = String::from(
-        "/// Plugins embedded in the binary: (plugin name, WASM component bytes).\n\
+        "/// Plugins embedded in the binary: (plugin name, signed bundle bytes).\n\
          pub static BUNDLED: &[(&str, &[u8])] = &[\n",
     );
     for (name, stem) in BUNDLED {
-        let path = artifact(stem)?;
+        let component = artifact(stem)?;
+        let signed = sign_bundled(&repo.join("plugins").join(name).join("bundle"), &component, &key)?;
+        let path = bundles.join(format!("{name}.bundle"));
+        fs::write(&path, signed).map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
         let path = path.to_str().ok_or_else(|| format!("`{}` is not UTF-8", path.display()))?;
         // `{:?}` writes a Rust string literal with every character escaped.
         let _ = writeln!(bundled, "    ({name:?}, include_bytes!({path:?})),");
     }
     bundled.push_str("];\n");
+    let _ = writeln!(
+        bundled,
+        "/// Public key of the `arbiter-bundled` publisher of this build.\n\
+         pub static PUBLISHER_KEY: [u8; 32] = {:?};",
+        key.verifying_key().to_bytes()
+    );
     write_if_changed(&out_dir.join("bundled_plugins.rs"), &bundled)?;
+    println!("cargo:rustc-env=ARBITER_TEST_PLUGIN_CLAUDE_CODE={}", artifact("arbiter_plugin_claude_code")?.display());
 
     for (env_name, stem) in TEST_PLUGINS {
         println!("cargo:rustc-env={env_name}={}", artifact(stem)?.display());
     }
     Ok(())
+}
+
+/// Sign one bundled plugin from `dir/manifest.json` (a source manifest whose
+/// fixture paths are relative to `dir`) and its component.
+fn sign_bundled(dir: &Path, component: &Path, key: &ed25519_dalek::SigningKey) -> Result<Vec<u8>, String> {
+    let read = |path: &Path| fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()));
+    let manifest_path = dir.join("manifest.json");
+    let source: bundle::SourceManifest = serde_json::from_slice(&read(&manifest_path)?)
+        .map_err(|e| format!("`{}` is invalid: {e}", manifest_path.display()))?;
+    let mut fixtures = Vec::new();
+    for relative in &source.fixtures {
+        let path = dir.join(relative);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("fixture path `{}` has no file name", path.display()))?;
+        fixtures.push((name.to_owned(), read(&path)?));
+    }
+    bundle::sign(&source, &read(component)?, &fixtures, bundle::BUNDLED_PUBLISHER, key)
+        .map_err(|e| format!("cannot sign the bundle of `{}`: {e}", dir.display()))
 }
 
 fn var(name: &str) -> Result<String, String> {

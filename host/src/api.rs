@@ -93,9 +93,43 @@ pub enum ApiError {
     /// The resource is not in a state that allows this.
     #[error("{0}")]
     Conflict(String),
+    /// A plugin bundle was refused; `code` names the check that failed.
+    #[error("{message}")]
+    Refused {
+        /// HTTP status.
+        status: StatusCode,
+        /// Stable code, e.g. `bad_signature`.
+        code: &'static str,
+        /// What failed.
+        message: String,
+    },
     /// Internal failure; details go to the log only.
     #[error("internal error")]
     Internal(String),
+}
+
+impl From<crate::plugins::InstallError> for ApiError {
+    fn from(e: crate::plugins::InstallError) -> Self {
+        use crate::plugins::{InstallError, bundle::BundleError};
+        let status = match &e {
+            InstallError::Bundle(BundleError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            InstallError::Bundle(BundleError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            InstallError::Persist(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Self::Refused { status, code: e.code(), message: e.to_string() }
+    }
+}
+
+impl From<crate::plugins::RegistryError> for ApiError {
+    fn from(e: crate::plugins::RegistryError) -> Self {
+        use crate::plugins::RegistryError;
+        match e {
+            RegistryError::NotFound(_) => Self::NotFound(e.to_string()),
+            RegistryError::Conflict(m) => Self::Conflict(m),
+            RegistryError::Persist(_) => Self::Unavailable(e.to_string()),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -109,6 +143,7 @@ impl IntoResponse for ApiError {
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Refused { status, code, .. } => (*status, *code),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -196,8 +231,14 @@ impl Route {
     }
 }
 
+/// Every route of the API and the role it needs, with the default bundle
+/// cap. `hook_body_limit` is `ingress.body_limit_bytes`.
+pub fn routes(hook_body_limit: usize) -> Vec<Route> {
+    routes_with(hook_body_limit, crate::config::PluginLimits::default().max_bundle_bytes)
+}
+
 /// Every route of the API and the role it needs. `hook_body_limit` is
-/// `ingress.body_limit_bytes`.
+/// `ingress.body_limit_bytes`, `bundle_limit` `plugins.max_bundle_bytes`.
 ///
 /// | role | may call |
 /// |---|---|
@@ -205,8 +246,8 @@ impl Route {
 /// | ingress | hooks, `/v1/evaluate` |
 /// | auditor | receipts, keys, sessions, session verification |
 /// | approver | approvals, deferrals, session evidence |
-/// | admin | auditor's and approver's routes, policies, tokens (and plugins) |
-pub fn routes(hook_body_limit: usize) -> Vec<Route> {
+/// | admin | auditor's and approver's routes, policies, tokens, plugins |
+pub fn routes_with(hook_body_limit: usize, bundle_limit: usize) -> Vec<Route> {
     use Method as M;
     use Role::{Admin, Approver, Auditor, Ingress};
     vec![
@@ -240,6 +281,11 @@ pub fn routes(hook_body_limit: usize) -> Vec<Route> {
         Route::new(M::GET, "/v1/tokens", Admin, get(list_tokens)),
         Route::new(M::POST, "/v1/tokens", Admin, post(create_token)).limit(WORKFLOW_BODY_LIMIT),
         Route::new(M::DELETE, "/v1/tokens/{id}", Admin, delete(revoke_token)),
+        Route::new(M::GET, "/v1/plugins", Admin, get(list_plugins)),
+        Route::new(M::GET, "/v1/plugins/{name}", Admin, get(get_plugin)),
+        Route::new(M::PUT, "/v1/plugins/{name}", Admin, put(upload_plugin)).limit(bundle_limit),
+        Route::new(M::DELETE, "/v1/plugins/{name}", Admin, delete(delete_plugin)),
+        Route::new(M::POST, "/v1/plugins/{name}/rollback", Admin, post(rollback_plugin)),
     ]
 }
 
@@ -247,7 +293,7 @@ pub fn routes(hook_body_limit: usize) -> Vec<Route> {
 pub fn app(state: AppState) -> Router {
     let mut server = Router::new();
     let mut integration = Router::new();
-    for route in routes(state.body_limit) {
+    for route in routes_with(state.body_limit, state.pipeline.plugins().max_bundle_bytes()) {
         let handler = match route.role {
             Some(role) => route.handler.route_layer(middleware::from_fn_with_state((state.clone(), role), authorize)),
             None => route.handler,
@@ -721,6 +767,82 @@ async fn revoke_token(
         o.remove("sha256");
     }
     Ok(Json(doc))
+}
+
+fn plugin_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!("plugin name `{name}` must be 1 to 64 of [A-Za-z0-9_-]")))
+    }
+}
+
+/// A plugin's versions and the integrations it serves.
+fn plugin_json(state: &AppState, view: &crate::plugins::SlotView) -> Value {
+    let name = &view.active.name;
+    json!({
+        "name": name,
+        "active": view.active,
+        "previous": view.previous,
+        "fallback": view.fallback,
+        "used_by": state.pipeline.integrations_using(name),
+    })
+}
+
+async fn list_plugins(State(state): State<AppState>) -> Json<Value> {
+    let plugins: Vec<Value> = state.pipeline.plugins().views().iter().map(|v| plugin_json(&state, v)).collect();
+    Json(json!({"plugins": plugins, "supported_wit": crate::plugins::SUPPORTED_WIT}))
+}
+
+async fn get_plugin(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    plugin_name(&name)?;
+    let view = state.pipeline.plugins().view(&name).ok_or_else(|| ApiError::NotFound(format!("no plugin `{name}`")))?;
+    Ok(Json(plugin_json(&state, &view)))
+}
+
+async fn upload_plugin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    plugin_name(&name)?;
+    let plugins = state.pipeline.plugins().clone();
+    let limit = plugins.max_bundle_bytes();
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::Refused {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "bundle_too_large",
+            message: format!("the bundle exceeds the limit of {limit} bytes"),
+        },
+        _ => ApiError::BadRequest(format!("cannot read request body: {e}")),
+    })?;
+    // On its own task: a client that gives up (or the request timeout)
+    // must not stop an install between its durable write and its swap.
+    let task_name = name.clone();
+    let installed =
+        tokio::spawn(async move { plugins.install(Arc::from(body.as_ref()), Some(&task_name), "api").await })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let view = state.pipeline.plugins().view(&name).ok_or_else(|| ApiError::NotFound(format!("no plugin `{name}`")))?;
+    let mut out = plugin_json(&state, &view);
+    out["unchanged"] = Value::Bool(installed.unchanged);
+    Ok(Json(out))
+}
+
+async fn rollback_plugin(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    plugin_name(&name)?;
+    let view = state.pipeline.plugins().rollback(&name).await?;
+    Ok(Json(plugin_json(&state, &view)))
+}
+
+async fn delete_plugin(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    plugin_name(&name)?;
+    let used_by = state.pipeline.integrations_using(&name);
+    let after = state.pipeline.plugins().remove(&name, &used_by).await?;
+    Ok(Json(json!({"removed": name, "plugin": after.map(|v| plugin_json(&state, &v))})))
 }
 
 async fn healthz() -> Json<Value> {

@@ -255,13 +255,38 @@ pub struct PluginLimits {
     /// Instances alive at once (pooling allocator slots). Calls beyond this
     /// wait for a slot. Default = 64.
     pub max_instances: u32,
-    /// Extra plugin directory. Default = `<data_dir>/plugins`.
+    /// Plugin directory: unsigned `*.wasm` components loaded at start,
+    /// signed `*.bundle` files loaded at start and watched, and the bundles
+    /// uploaded through the API. Default = `<data_dir>/plugins`.
     pub dir: Option<PathBuf>,
+    /// Trusted bundle publishers: name → standard base64 of the 32-byte
+    /// Ed25519 public key (as `arbiter plugin keygen` prints it). Default =
+    /// none; the bundled plugins' publisher `arbiter-bundled` is always
+    /// trusted and cannot be configured.
+    pub publishers: BTreeMap<String, String>,
+    /// Largest bundle accepted (upload or file), in bytes. Default = 64 MiB:
+    /// a Rust adapter bundle is ~200 KB, a Python one ~19 MB.
+    pub max_bundle_bytes: usize,
+    /// How often `dir` is scanned for new or changed `*.bundle` files, in
+    /// milliseconds; 0 turns the watch off. Default = 2000.
+    pub watch_interval_ms: u64,
+    /// Keep compiled plugins in `<data_dir>/plugin-cache/` so a restart does
+    /// not compile them again. Default = true.
+    pub cache: bool,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        Self { deadline_ms: 50, memory_limit_mib: 32, max_instances: 64, dir: None }
+        Self {
+            deadline_ms: 50,
+            memory_limit_mib: 32,
+            max_instances: 64,
+            dir: None,
+            publishers: BTreeMap::new(),
+            max_bundle_bytes: 64 * 1024 * 1024,
+            watch_interval_ms: 2000,
+            cache: true,
+        }
     }
 }
 
@@ -395,6 +420,31 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.plugins.max_instances) {
             return bad("plugins.max_instances", "must be between 1 and 10000");
+        }
+        if !(1024..=1024 * 1024 * 1024).contains(&self.plugins.max_bundle_bytes) {
+            return bad("plugins.max_bundle_bytes", "must be between 1024 and 1073741824");
+        }
+        if self.plugins.watch_interval_ms != 0 && !(100..=3_600_000).contains(&self.plugins.watch_interval_ms) {
+            return bad("plugins.watch_interval_ms", "must be 0 (off) or between 100 and 3600000");
+        }
+        for (name, key) in &self.plugins.publishers {
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+            if !valid_name || name == crate::plugins::bundle::BUNDLED_PUBLISHER {
+                return Err(ConfigError::Invalid {
+                    field: "plugins.publishers",
+                    reason: format!(
+                        "publisher name `{name}` must be 1 to 64 of [A-Za-z0-9_-] and not `arbiter-bundled`"
+                    ),
+                });
+            }
+            if let Err(e) = crate::plugins::bundle::parse_public_key(key) {
+                return Err(ConfigError::Invalid {
+                    field: "plugins.publishers",
+                    reason: format!("publisher `{name}`: {e}"),
+                });
+            }
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.ingress.body_limit_bytes) {
             return bad("ingress.body_limit_bytes", "must be between 1 KiB and 64 MiB");

@@ -101,14 +101,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(pack = %id.pack, version = %id.version, hash = %id.hash, policies = pack.len(), "policy pack loaded");
     let pdp = Arc::new(policy::Pdp::new(pack, config.default_posture));
 
-    let plugins = Arc::new(plugins::PluginHost::new(&config.plugins)?);
-    // Compiled concurrently: start-up time is mostly Cranelift.
-    let bundled = plugins::bundled::BUNDLED.iter().map(|(name, bytes)| {
-        let plugins = plugins.clone();
-        async move { plugins.load(&format!("bundled:{name}"), Arc::from(*bytes)).await }
-    });
-    futures::future::try_join_all(bundled).await?;
+    let started = std::time::Instant::now();
+    let dirs = plugins::PluginDirs {
+        plugins: config.plugin_dir(),
+        cache: config.plugins.cache.then(|| data.join("plugin-cache")),
+    };
+    let plugins = Arc::new(plugins::PluginHost::new(&config.plugins)?.with_dirs(dirs));
+    // Base versions first (the binary's, then unsigned files), then the
+    // bundles installed before the last stop, which serve over them.
+    plugins.load_bundled().await.context("bundled plugins")?;
     plugins.load_dir(&config.plugin_dir()).await?;
+    plugins.load_installed().await?;
+    tracing::info!(elapsed_ms = started.elapsed().as_millis(), plugins = plugins.list().len(), "plugins loaded");
+    if config.plugins.watch_interval_ms > 0 {
+        plugins.watch(Duration::from_millis(config.plugins.watch_interval_ms));
+    }
     for (name, integration) in &config.integrations {
         anyhow::ensure!(
             plugins.get(&integration.plugin).is_some(),

@@ -1,4 +1,4 @@
-//! The `arbiter` command: `serve`, `verify`, `keygen`, `policy`, `token`, `hook`, `mcp-gateway`.
+//! The `arbiter` command: `serve`, `verify`, `keygen`, `policy`, `plugin`, `token`, `hook`, `mcp-gateway`.
 
 use std::path::{Path, PathBuf};
 
@@ -103,6 +103,11 @@ enum Command {
         /// Data directory whose `admin.token` is used by default.
         #[arg(long, env = "ARBITER_DATA_DIR", default_value = "./arbiter-data", global = true)]
         data_dir: PathBuf,
+    },
+    /// Publish signed plugin bundles: make a publisher key, sign, verify.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
     },
     /// Generate an Ed25519 receipt signing key (PKCS#8 PEM, mode 0600) and
     /// print its public key as `/v1/keys` serves it. By default the key goes
@@ -218,6 +223,48 @@ enum TokenCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Generate an Ed25519 publisher key (PKCS#8 PEM, mode 0600) and print
+    /// its public key, to be trusted as `[plugins.publishers] <name> = "<key>"`.
+    Keygen {
+        /// Where to write the private key; must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build a signed bundle from a source manifest (JSON: name, version,
+    /// vendor, wit, integrations, capabilities, fixtures as paths relative
+    /// to the manifest) and a component.
+    Sign {
+        /// The publisher's private key (from `arbiter plugin keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The publisher name the bundle is signed as.
+        #[arg(long)]
+        publisher: String,
+        /// The source manifest.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The WebAssembly component.
+        #[arg(long)]
+        component: PathBuf,
+        /// Where to write the bundle; must not exist.
+        #[arg(short = 'o', long)]
+        out: PathBuf,
+    },
+    /// Check a bundle offline: archive, signature under the given key, and
+    /// every hash; print its manifest summary. (The self-test runs when a
+    /// server loads it.)
+    Verify {
+        /// The bundle.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The publisher's public key: base64, or a file holding it.
+        #[arg(long)]
+        publisher_key: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -266,6 +313,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Plugin { command } => match plugin(command) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                eprintln!("arbiter plugin: {msg}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Hook { integration, event, url, token_file, timeout_ms } => {
             let token = token_of(token_file);
             let args = arbiter::shim::HookArgs {
@@ -467,6 +524,85 @@ async fn token(command: TokenCommand, url: &str, admin: Option<String>) -> Resul
         }
     }
     Ok(())
+}
+
+/// Bundles the CLI reads: far above any real plugin (a Python adapter's is
+/// ~19 MB); the server's own cap is `plugins.max_bundle_bytes`.
+const CLI_MAX_BUNDLE_BYTES: usize = 1024 * 1024 * 1024;
+
+fn plugin(command: PluginCommand) -> Result<Value, String> {
+    use arbiter::plugins::bundle;
+    use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()));
+    match command {
+        PluginCommand::Keygen { out } => {
+            let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+            let pem = key
+                .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+                .map_err(|e| format!("cannot encode the key: {e}"))?;
+            arbiter::credentials::write_private(&out, pem.as_bytes()).map_err(|e| e.to_string())?;
+            let public =
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key.verifying_key().as_bytes());
+            Ok(serde_json::json!({
+                "key_id": bundle::key_id(&key.verifying_key()),
+                "public_key": public,
+                "private_key_file": out.display().to_string(),
+            }))
+        }
+        PluginCommand::Sign { key, publisher, manifest, component, out } => {
+            let pem = String::from_utf8(read(&key)?).map_err(|_| format!("`{}` is not a PEM file", key.display()))?;
+            let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem)
+                .map_err(|e| format!("`{}` is not a PKCS#8 Ed25519 private key: {e}", key.display()))?;
+            let source: bundle::SourceManifest = serde_json::from_slice(&read(&manifest)?)
+                .map_err(|e| format!("`{}` is not a valid source manifest: {e}", manifest.display()))?;
+            let base = manifest.parent().unwrap_or_else(|| Path::new("."));
+            let mut fixtures = Vec::new();
+            for relative in &source.fixtures {
+                let path = base.join(relative);
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .ok_or_else(|| format!("fixture path `{relative}` has no file name"))?;
+                fixtures.push((name.to_owned(), read(&path)?));
+            }
+            let bytes = bundle::sign(&source, &read(&component)?, &fixtures, &publisher, &key)
+                .map_err(|e| format!("{e} ({})", e.code()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&out)
+                .map_err(|e| format!("cannot create `{}`: {e}", out.display()))?;
+            std::io::Write::write_all(&mut file, &bytes)
+                .map_err(|e| format!("cannot write `{}`: {e}", out.display()))?;
+            let signature = bundle::claimed_signature(&bytes, CLI_MAX_BUNDLE_BYTES).map_err(|e| e.to_string())?;
+            Ok(serde_json::json!({
+                "bundle": out.display().to_string(), "name": source.name, "version": source.version,
+                "digest": signature.digest, "publisher": signature.publisher, "key_id": signature.key_id,
+                "bytes": bytes.len(),
+            }))
+        }
+        PluginCommand::Verify { bundle: path, publisher_key } => {
+            let text = match std::fs::read_to_string(&publisher_key) {
+                Ok(t) => t,
+                Err(_) => publisher_key.clone(),
+            };
+            let key = bundle::parse_public_key(&text).map_err(|e| format!("publisher key: {e}"))?;
+            let bytes = read(&path)?;
+            let fail = |e: bundle::BundleError| format!("`{}` refused ({}): {e}", path.display(), e.code());
+            let claimed = bundle::claimed_signature(&bytes, CLI_MAX_BUNDLE_BYTES).map_err(fail)?;
+            let mut trust = bundle::Trust::default();
+            trust.add(&claimed.publisher, key);
+            let b = bundle::open(&bytes, CLI_MAX_BUNDLE_BYTES, &trust).map_err(fail)?;
+            let m = &b.manifest;
+            Ok(serde_json::json!({
+                "ok": true, "name": m.name, "version": m.version, "vendor": m.vendor, "wit": m.wit,
+                "integrations": m.integrations, "capabilities": m.capability_names(),
+                "digest": b.digest, "publisher": b.publisher, "key_id": b.key_id,
+                "component": {"sha256": m.component.sha256, "size": m.component.size},
+                "fixtures": m.fixtures.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
+            }))
+        }
+    }
 }
 
 fn policy(command: PolicyCommand) -> ExitCode {

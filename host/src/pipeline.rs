@@ -224,6 +224,19 @@ impl Pipeline {
         self.pdp.store(pdp);
     }
 
+    /// The plugin host (for the plugin API).
+    pub fn plugins(&self) -> &Arc<PluginHost> {
+        &self.plugins
+    }
+
+    /// Configured integrations that `plugin` serves, sorted.
+    pub fn integrations_using(&self, plugin: &str) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.integrations.iter().filter(|(_, i)| i.plugin == plugin).map(|(n, _)| n.clone()).collect();
+        names.sort();
+        names
+    }
+
     /// Whether `name` is a configured integration.
     pub fn has_integration(&self, name: &str) -> bool {
         self.integrations.contains_key(name)
@@ -1109,11 +1122,13 @@ fn receipt_draft(
             "plugin": p.name,
             "plugin_version": p.version,
             "plugin_digest": p.digest,
+            "plugin_bundle_digest": p.bundle.as_ref().map(|b| &b.digest),
+            "plugin_publisher": p.bundle.as_ref().map(|b| &b.publisher),
             "event_kind": d.action.event_kind,
             "reply": reply.map(recorded_reply),
         }),
         None => {
-            json!({"integration": d.action.integration, "plugin": null, "plugin_version": null, "plugin_digest": null,
+            json!({"integration": d.action.integration, "plugin": null, "plugin_version": null, "plugin_digest": null, "plugin_bundle_digest": null, "plugin_publisher": null,
                        "event_kind": d.action.event_kind, "reply": null})
         }
     };
@@ -1259,9 +1274,7 @@ mod tests {
     /// store in a temporary directory.
     async fn pipeline(dir: &std::path::Path) -> Pipeline {
         let plugins = Arc::new(PluginHost::new(&PluginLimits::default()).unwrap());
-        for (name, bytes) in crate::plugins::bundled::BUNDLED {
-            plugins.load(name, Arc::from(*bytes)).await.unwrap();
-        }
+        plugins.load_bundled().await.unwrap();
         let pdp = Arc::new(Pdp::new(PolicyPack::bundled().unwrap(), None));
         let store = Store::open(dir, Arc::new(ReceiptKey::generate()), 64).unwrap();
         let store_for_workflow = store.clone();

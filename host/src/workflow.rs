@@ -602,7 +602,8 @@ pub fn follow_up_receipt(
         approval,
         deferral,
         vendor: json!({"integration": hold.action.integration, "plugin": null, "plugin_version": null,
-                       "plugin_digest": null, "event_kind": hold.action.event_kind, "reply": null}),
+                       "plugin_digest": null, "plugin_bundle_digest": null, "plugin_publisher": null,
+                       "event_kind": hold.action.event_kind, "reply": null}),
     };
     let rc = &hold.action.requester_context;
     let mut draft = ReceiptDraft::new(

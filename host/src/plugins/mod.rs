@@ -23,6 +23,12 @@
 //! Every failure of a call (trap, deadline, memory cap, output that breaks
 //! the contract) comes back as a [`Fault`], which the pipeline turns into a
 //! blocking reply and a receipt.
+//!
+//! Plugins arrive as signed bundles ([`bundle`]): the ones compiled into the
+//! binary, ones uploaded through the API, and ones dropped into the plugin
+//! directory. `lifecycle` verifies, compiles, self-tests (`selftest`) and
+//! swaps them in while calls flow; `cache` keeps compiled components
+//! across restarts; [`stats`] counts each version's calls.
 
 #[allow(missing_docs, reason = "generated from the WIT, whose docs they carry")]
 mod bindings {
@@ -35,10 +41,18 @@ mod bindings {
     });
 }
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+pub mod bundle;
+mod cache;
+mod lifecycle;
+mod selftest;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -50,6 +64,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::PluginLimits;
 use crate::model::{Fault, FaultComponent, FaultKind};
+use stats::{CallStats, Outcome};
+
+pub use lifecycle::{InstallError, Installed, RegistryError, SUPPORTED_WIT, SlotView, Version};
 
 pub use bindings::arbiter::plugin::types as wit;
 use bindings::arbiter::plugin::{clock, config as wit_config, log as wit_log};
@@ -120,17 +137,50 @@ pub enum LoadError {
 
 /// A loaded plugin: compiled, linked, described.
 pub struct Plugin {
-    /// Name from `describe`.
+    /// Name from `describe` (and the bundle's manifest).
     pub name: String,
-    /// Version from `describe`.
+    /// The bundle's version, else the one `describe` returns.
     pub version: String,
     /// `sha256:<hex>` of the component bytes.
     pub digest: String,
-    /// Where it came from (`bundled` or a file path).
+    /// Where it came from: `bundled`, `api`, `file:<path>`, `watch:<path>`.
     pub origin: String,
     /// Its self-description.
     pub info: wit::PluginInfo,
+    /// The signed bundle it came from; `None` for an unsigned `.wasm` file.
+    pub bundle: Option<BundleInfo>,
+    /// RFC 3339 time it was loaded.
+    pub loaded_at: String,
+    stats: CallStats,
     pre: bindings::AdapterPre<PluginState>,
+}
+
+/// What a plugin's signed bundle says about it.
+#[derive(Debug, Clone)]
+pub struct BundleInfo {
+    /// The bundle digest (`sha256:<hex>` of the manifest's JCS bytes).
+    pub digest: String,
+    /// The publisher that signed it.
+    pub publisher: String,
+    /// The id of the key that signed it.
+    pub key_id: String,
+    /// The manifest.
+    pub manifest: bundle::Manifest,
+    /// The bundle file, kept so it can be persisted and rolled back to.
+    bytes: Arc<[u8]>,
+}
+
+impl Plugin {
+    /// Counters of this version's calls.
+    pub fn stats(&self) -> stats::StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Whether it came from a signed bundle the operator installed (API,
+    /// file or watch), as opposed to the binary or an unsigned file.
+    pub fn is_installed(&self) -> bool {
+        self.bundle.as_ref().is_some_and(|b| b.publisher != bundle::BUNDLED_PUBLISHER)
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -268,11 +318,42 @@ impl EpochTicker {
     }
 }
 
+/// The plugins of one name: the version serving, the one a rollback
+/// returns to, and the one compiled into the binary or loaded from an
+/// unsigned file, which a DELETE falls back to.
+#[derive(Clone)]
+struct Slot {
+    current: Arc<Plugin>,
+    previous: Option<Arc<Plugin>>,
+    base: Option<Arc<Plugin>>,
+}
+
+/// Where installed bundles and compiled artefacts are kept.
+#[derive(Debug, Clone)]
+pub struct PluginDirs {
+    /// `plugins.dir`: installed bundles (`<name>.bundle`, previous versions
+    /// under `.previous/`), unsigned `*.wasm`.
+    pub plugins: PathBuf,
+    /// The compiled-artefact cache, if enabled.
+    pub cache: Option<PathBuf>,
+}
+
 /// The plugin host: engine, linker, loaded plugins.
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<PluginState>,
-    plugins: RwLock<HashMap<String, Arc<Plugin>>>,
+    /// Every name's slot. A request loads the map once and keeps the
+    /// `Arc<Plugin>` it found, so a swap never changes the plugin under a
+    /// call in flight: it finishes on the version it started with.
+    registry: ArcSwap<BTreeMap<String, Slot>>,
+    /// Serialises changes of the registry and of the files that mirror it.
+    writer: tokio::sync::Mutex<()>,
+    /// Size and mtime of the bundle files loaded or written, so the watch of
+    /// the plugin directory picks up only new or changed ones.
+    seen: Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, (u64, std::time::SystemTime)>>>,
+    trust: bundle::Trust,
+    dirs: Option<PluginDirs>,
+    cache: Option<cache::ArtefactCache>,
     limits: PluginLimits,
     slots: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
@@ -324,32 +405,73 @@ impl PluginHost {
         bindings::Adapter::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(engine_err)?;
         let ticker = EpochTicker::start(&engine)?;
+        let mut trust = bundle::Trust::default();
+        for (name, key) in &limits.publishers {
+            let key = bundle::parse_public_key(key)
+                .map_err(|e| LoadError::Engine(format!("plugins.publishers: publisher `{name}`: {e}")))?;
+            trust.add(name, key);
+        }
+        let bundled_key = ed25519_dalek::VerifyingKey::from_bytes(&bundled::PUBLISHER_KEY)
+            .map_err(|e| LoadError::Engine(format!("the bundled publisher key is invalid: {e}")))?;
+        trust.add(bundle::BUNDLED_PUBLISHER, bundled_key);
         Ok(Self {
             engine,
             linker,
-            plugins: RwLock::new(HashMap::new()),
+            registry: ArcSwap::from_pointee(BTreeMap::new()),
+            writer: tokio::sync::Mutex::new(()),
+            seen: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
+            trust,
+            dirs: None,
+            cache: None,
             limits: limits.clone(),
             slots: Arc::new(tokio::sync::Semaphore::new(usize::try_from(limits.max_instances).unwrap_or(1))),
             _ticker: ticker,
         })
     }
 
-    /// Compile, link and describe a component, then register it under its
-    /// name (replacing a plugin of the same name). Compiling runs on a
-    /// blocking thread.
-    pub async fn load(&self, origin: &str, bytes: Arc<[u8]>) -> Result<Arc<Plugin>, LoadError> {
+    /// Largest bundle accepted, in bytes (`plugins.max_bundle_bytes`).
+    pub fn max_bundle_bytes(&self) -> usize {
+        self.limits.max_bundle_bytes
+    }
+
+    /// Keep installed bundles in `dirs.plugins` (so they survive a restart)
+    /// and compiled artefacts in `dirs.cache`.
+    pub fn with_dirs(mut self, dirs: PluginDirs) -> Self {
+        self.cache = dirs.cache.as_deref().map(|d| cache::ArtefactCache::new(d, &self.engine));
+        self.dirs = Some(dirs);
+        self
+    }
+
+    /// Compile (or load from the cache) on a blocking thread, link and
+    /// describe a component. The result serves nothing until registered.
+    async fn compile(
+        &self,
+        origin: &str,
+        bytes: Arc<[u8]>,
+        bundle: Option<BundleInfo>,
+    ) -> Result<Arc<Plugin>, LoadError> {
         let invalid = |reason: String| LoadError::Invalid { origin: origin.to_owned(), reason };
         // Parse the whole binary before compiling so malformed bytes are an
         // error here, not a surprise deeper in the compiler.
         check_header(&bytes).map_err(invalid)?;
-        let (engine, code) = (self.engine.clone(), bytes.clone());
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &code))
-            .await
-            .map_err(|e| invalid(e.to_string()))?
-            .map_err(|e| invalid(format!("{e:#}")))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let (engine, code, cache, key) = (self.engine.clone(), bytes.clone(), self.cache.clone(), sha256.clone());
+        let component = tokio::task::spawn_blocking(move || {
+            if let Some(component) = cache.as_ref().and_then(|c| c.load(&engine, &key)) {
+                return Ok(component);
+            }
+            let component = Component::new(&engine, &code)?;
+            if let Some(cache) = &cache {
+                cache.store(&key, &component);
+            }
+            Ok::<_, anyhow::Error>(component)
+        })
+        .await
+        .map_err(|e| invalid(e.to_string()))?
+        .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
         let pre = bindings::AdapterPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        let digest = format!("sha256:{sha256}");
         let describe_err = |reason: String| LoadError::Describe { origin: origin.to_owned(), reason };
         let mut store = self.store(origin, Arc::new(BTreeMap::new()));
         let instance = pre.instantiate_async(&mut store).await.map_err(|e| describe_err(format!("{e:#}")))?;
@@ -360,23 +482,31 @@ impl PluginHost {
         if serde_json::from_slice::<Value>(&info.blocking_reply.body).is_err() {
             return Err(describe_err("blocking-reply body is not JSON".to_owned()));
         }
-        let plugin = Arc::new(Plugin {
+        let version = bundle.as_ref().map_or_else(|| info.version.clone(), |b| b.manifest.version.clone());
+        Ok(Arc::new(Plugin {
             name: info.name.clone(),
-            version: info.version.clone(),
+            version,
             digest,
             origin: origin.to_owned(),
             info,
+            bundle,
+            loaded_at: crate::model::now_rfc3339(),
+            stats: CallStats::default(),
             pre,
-        });
-        let mut plugins = self.plugins.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(old) = plugins.insert(plugin.name.clone(), plugin.clone()) {
-            tracing::warn!(plugin = %plugin.name, replaced = %old.origin, by = %origin, "plugin replaced");
-        }
-        tracing::info!(plugin = %plugin.name, version = %plugin.version, digest = %plugin.digest, %origin, "plugin loaded");
+        }))
+    }
+
+    /// Compile an unsigned component and register it as the base version
+    /// of its name (replacing an earlier base; an installed bundle keeps
+    /// serving).
+    pub async fn load(&self, origin: &str, bytes: Arc<[u8]>) -> Result<Arc<Plugin>, LoadError> {
+        let plugin = self.compile(origin, bytes, None).await?;
+        self.register_base(plugin.clone()).await;
         Ok(plugin)
     }
 
-    /// Load every `*.wasm` file of `dir` (missing dir = nothing to load).
+    /// Load every unsigned `*.wasm` file of `dir` (missing dir = nothing to
+    /// load). Signed `*.bundle` files are [`load_installed`](Self::load_installed)'s.
     pub async fn load_dir(&self, dir: &Path) -> Result<Vec<Arc<Plugin>>, LoadError> {
         let io = |source| LoadError::Io { path: dir.display().to_string(), source };
         if !dir.exists() {
@@ -387,22 +517,21 @@ impl PluginHost {
         let mut loaded = Vec::new();
         for path in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "wasm")) {
             let bytes = std::fs::read(&path).map_err(io)?;
-            loaded.push(self.load(&path.display().to_string(), bytes.into()).await?);
+            let plugin = self.load(&format!("file:{}", path.display()), bytes.into()).await?;
+            tracing::warn!(plugin = %plugin.name, path = %path.display(), "unsigned plugin loaded from the plugin directory");
+            loaded.push(plugin);
         }
         Ok(loaded)
     }
 
-    /// The plugin registered under `name`.
+    /// The plugin serving under `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
-        self.plugins.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+        self.registry.load().get(name).map(|slot| slot.current.clone())
     }
 
-    /// All loaded plugins.
+    /// All plugins serving, by name.
     pub fn list(&self) -> Vec<Arc<Plugin>> {
-        let mut all: Vec<_> =
-            self.plugins.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
+        self.registry.load().values().map(|slot| slot.current.clone()).collect()
     }
 
     fn store(&self, plugin: &str, settings: Settings) -> Store<PluginState> {
@@ -416,33 +545,62 @@ impl PluginHost {
         settings: Settings,
         request: Arc<wit::HttpRequest>,
     ) -> Result<wit::Decoded, Fault> {
-        let mut call = self.instance(plugin, settings).await?;
-        let result = call.adapter.call_decode(&mut call.store, &request).await.map_err(|e| call.fault(&e))?;
-        match result {
-            Ok(decoded) => {
-                if decoded.events.len() > MAX_EVENTS {
-                    return Err(malformed(format!(
-                        "decode returned {} events; at most {MAX_EVENTS} are allowed",
-                        decoded.events.len()
-                    )));
-                }
-                Ok(decoded)
-            }
-            Err(wit::DecodeError::Malformed(m)) => Err(Fault::new(
+        let start = Instant::now();
+        let result = match self.decode_raw(plugin, settings, request).await {
+            Ok(Ok(decoded)) => Ok(decoded),
+            Ok(Err(wit::DecodeError::Malformed(m))) => Err(Fault::new(
                 FaultComponent::Plugin,
                 FaultKind::Rejected,
                 format!("the request is not a valid vendor payload: {m}"),
             )),
-            Err(wit::DecodeError::Unsupported(m)) => Err(Fault::new(
+            Ok(Err(wit::DecodeError::Unsupported(m))) => Err(Fault::new(
                 FaultComponent::Plugin,
                 FaultKind::Rejected,
                 format!("the plugin does not support this request: {m}"),
             )),
+            Err(fault) => Err(fault),
+        };
+        plugin.stats.record(start.elapsed(), outcome(&result));
+        result
+    }
+
+    /// `decode` in a fresh instance, with the plugin's own refusal kept
+    /// apart from a fault. Not counted in the plugin's stats.
+    async fn decode_raw(
+        &self,
+        plugin: &Arc<Plugin>,
+        settings: Settings,
+        request: Arc<wit::HttpRequest>,
+    ) -> Result<Result<wit::Decoded, wit::DecodeError>, Fault> {
+        let mut call = self.instance(plugin, settings).await?;
+        let result = call.adapter.call_decode(&mut call.store, &request).await.map_err(|e| call.fault(&e))?;
+        if let Ok(decoded) = &result
+            && decoded.events.len() > MAX_EVENTS
+        {
+            return Err(malformed(format!(
+                "decode returned {} events; at most {MAX_EVENTS} are allowed",
+                decoded.events.len()
+            )));
         }
+        Ok(result)
     }
 
     /// Run `encode` in a fresh instance and check its output.
     pub async fn encode(
+        &self,
+        plugin: &Arc<Plugin>,
+        settings: Settings,
+        request: Arc<wit::HttpRequest>,
+        verdict: wit::Verdict,
+    ) -> Result<wit::HttpResponse, Fault> {
+        let start = Instant::now();
+        let result = self.encode_unrecorded(plugin, settings, request, verdict).await;
+        plugin.stats.record(start.elapsed(), outcome(&result));
+        result
+    }
+
+    /// `encode`, not counted in the plugin's stats.
+    async fn encode_unrecorded(
         &self,
         plugin: &Arc<Plugin>,
         settings: Settings,
@@ -517,6 +675,14 @@ fn new_store(engine: &Engine, limits: &PluginLimits, plugin: &str, settings: Set
     store
 }
 
+fn outcome<T>(result: &Result<T, Fault>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Ok,
+        Err(f) if f.kind == FaultKind::Rejected => Outcome::Rejected,
+        Err(_) => Outcome::Fault,
+    }
+}
+
 fn malformed(message: String) -> Fault {
     Fault::new(FaultComponent::Plugin, FaultKind::Malformed, message)
 }
@@ -551,7 +717,9 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Plugins compiled into the binary by `build.rs` (`(name, component bytes)`).
+/// Plugins compiled into the binary by `build.rs`: `BUNDLED` holds
+/// `(name, signed bundle bytes)`, `PUBLISHER_KEY` the public key of the
+/// `arbiter-bundled` publisher that signed them during this build.
 pub mod bundled {
     include!(concat!(env!("OUT_DIR"), "/bundled_plugins.rs"));
 }
