@@ -33,7 +33,7 @@ pub struct ReceiptDraft {
     /// Pre-assigned id (the vendor reply may already name it).
     pub receipt_id: String,
     /// Canonical members: `action`, `approval`, `decision`, `deferral`,
-    /// `receipt_id`, `vendor`, `version`.
+    /// `receipt_id`, `tenant`, `vendor`, `version`.
     members: Vec<(&'static str, Vec<u8>)>,
     /// `context.context_hash`.
     context_hash: String,
@@ -71,6 +71,8 @@ pub struct ReceiptBody {
     pub deferral: Value,
     /// Vendor facts and the reply sent.
     pub vendor: Value,
+    /// The tenant the decision belongs to (see `crate::tenants`).
+    pub tenant: String,
 }
 
 impl ReceiptDraft {
@@ -90,6 +92,7 @@ impl ReceiptDraft {
             ("decision", jcs(&body.decision)?),
             ("deferral", jcs(&body.deferral)?),
             ("receipt_id", jcs(&Value::String(receipt_id.clone()))?),
+            ("tenant", jcs(&Value::String(body.tenant))?),
             ("vendor", jcs(&body.vendor)?),
             ("version", jcs(&Value::String(RECEIPT_VERSION.to_owned()))?),
         ];
@@ -326,6 +329,7 @@ mod tests {
             approval: Value::Null,
             deferral: Value::Null,
             vendor: json!({"integration": "x", "reply": {"status": 200, "body": {"vendor": 1}}}),
+            tenant: "default".to_owned(),
         };
         ReceiptDraft::new(format!("r{n}"), body, "s".to_owned(), "a".to_owned(), "ALLOW".to_owned(), None).unwrap()
     }
