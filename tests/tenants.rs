@@ -491,6 +491,23 @@ async fn tenant_packs_survive_restarts_and_removed_tenants_lose_access() {
     let policies = server.admin_json("/v1/policies?tenant=acme").await;
     assert_eq!(policies["active_is_uploaded"], false, "{policies}");
 
+    // The CLI makes a tenant's token (with the deployment-wide admin token).
+    let out = std::process::Command::new(common::ARBITER)
+        .args(["token", "create", "--role", "auditor", "--name", "beta-soc", "--tenant", "beta", "--url", &server.base])
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .env_remove("ARBITER_TOKEN")
+        .env_remove("ARBITER_TOKEN_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("tenant beta"), "{stderr}");
+    let cli_auditor = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let r = server.get(&format!("/v1/receipts/{}", beta["receipt_id"].as_str().unwrap()), Some(&cli_auditor)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = server.get(&format!("/v1/receipts/{}", acme["receipt_id"].as_str().unwrap()), Some(&cli_auditor)).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+
     // beta goes away: its integration falls to `default`, its admin to nothing.
     let start = original.find("[tenants.beta]").unwrap();
     let end = original.find("[auth.approvers").unwrap();

@@ -335,6 +335,31 @@ mod tests {
     }
 
     #[test]
+    // The tenant is a signed member: a receipt written before tenants (no
+    // `tenant`) verifies as before, and adding or changing one breaks it.
+    fn tenant_is_signed_and_optional() {
+        let key = ReceiptKey::generate();
+        let keys = parse_keys(&keys_document(&key)).unwrap();
+        let bytes = seal(&draft(0), "2026-11-23T00:00:00.000Z", None, &mut ChainHead::genesis(), &key).unwrap();
+        let mut receipt: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(receipt["tenant"], "default");
+        verify_receipts(std::slice::from_ref(&receipt), &keys).unwrap();
+        let mut moved = receipt.clone();
+        moved["tenant"] = json!("acme");
+        assert!(verify_receipts(&[moved], &keys).is_err());
+        // As an older build signed it: no `tenant` member at all.
+        let o = receipt.as_object_mut().unwrap();
+        o.remove("tenant");
+        o.remove("signature");
+        let signature = key.sign(&serde_jcs::to_vec(&receipt).unwrap());
+        receipt["signature"] = json!({"algorithm": "Ed25519", "key_id": key.key_id(),
+            "value": base64::engine::general_purpose::STANDARD.encode(signature.to_bytes())});
+        verify_receipts(std::slice::from_ref(&receipt), &keys).unwrap();
+        receipt["tenant"] = json!("default");
+        assert!(verify_receipts(&[receipt], &keys).is_err());
+    }
+
+    #[test]
     // Assembling pre-canonicalised members gives the JCS bytes of the whole receipt.
     fn sealed_bytes_are_jcs_of_the_whole_receipt() {
         let key = ReceiptKey::generate();
