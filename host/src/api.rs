@@ -6,6 +6,13 @@
 //! role, and `tests/api_roles.rs` walks the same table to prove each one
 //! refuses missing (401) and insufficient (403) credentials. Roles and what
 //! they imply are in [`crate::auth`].
+//!
+//! Tenants (see [`crate::tenants`]): a caller scoped to a tenant sees only
+//! that tenant's receipts, sessions, approvals, deferrals, packs and tokens.
+//! Asking for another tenant's by id answers 404 exactly as for an id that
+//! does not exist, so existence is not revealed; lists are filtered. A
+//! deployment-wide caller (the bootstrap admin token) sees every tenant and
+//! may name one with `?tenant=`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -352,7 +359,12 @@ async fn authorize(State((state, role)): State<(AppState, Role)>, mut request: R
         }
     }
     let caller = match state.auth.caller(request.headers()).await {
-        Ok(c) => c,
+        // A token of a tenant since removed from config acts nowhere.
+        Ok(c) if c.tenant.as_deref().is_none_or(|t| state.pipeline.tenancy().exists(t)) => c,
+        Ok(c) => {
+            tracing::warn!(identity = %c.identity, tenant = ?c.tenant, "credential of an unconfigured tenant refused");
+            return ApiError::Unauthorized.into_response();
+        }
         Err(Unauthenticated::Missing | Unauthenticated::Invalid) => return ApiError::Unauthorized.into_response(),
     };
     if !caller.may(role) {
@@ -413,9 +425,11 @@ async fn hook(
     Path(integration): Path<String>,
     method: Method,
     headers: HeaderMap,
+    caller: Option<axum::Extension<Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    govern(state, integration, String::new(), method, headers, body).await
+    let caller = caller.map(|axum::Extension(c)| c);
+    govern(state, integration, String::new(), method, headers, caller, body).await
 }
 
 async fn hook_event(
@@ -423,20 +437,27 @@ async fn hook_event(
     Path((integration, event)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
+    caller: Option<axum::Extension<Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    govern(state, integration, format!("/{event}"), method, headers, body).await
+    let caller = caller.map(|axum::Extension(c)| c);
+    govern(state, integration, format!("/{event}"), method, headers, caller, body).await
 }
 
+/// `caller` is `None` when the integration's own authentication admitted
+/// the request (it then acts in the integration's tenant by construction).
 async fn govern(
     State(state): State<AppState>,
     integration: String,
     path: String,
     method: Method,
     headers: HeaderMap,
+    caller: Option<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if !state.pipeline.has_integration(&integration) {
+    // Another tenant's integration is answered like one that does not exist.
+    let tenant = state.pipeline.tenancy().of_integration(&integration);
+    if !state.pipeline.has_integration(&integration) || caller.is_some_and(|c| !c.sees(tenant)) {
         return Err(ApiError::NotFound(format!("unknown integration `{integration}`")));
     }
     let body = body_or_error(body, state.body_limit)?;
@@ -490,11 +511,17 @@ async fn govern(
     Ok(response)
 }
 
-async fn evaluate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+/// The caller's tenant decides (a deployment-wide ingress token: `default`).
+async fn evaluate(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body = body_or_error(body, state.body_limit)?;
     let value: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
-    match state.pipeline.evaluate(&value).await {
+    let tenant = caller.tenant.as_deref().unwrap_or(crate::tenants::DEFAULT);
+    match state.pipeline.evaluate(tenant, &value).await {
         Ok(reply) => Ok(Json(reply).into_response()),
         Err(PipelineError::InvalidAction(m)) => Err(ApiError::BadRequest(m)),
         Err(e @ PipelineError::Unrecorded(_)) => Err(ApiError::Unavailable(e.to_string())),
@@ -512,6 +539,39 @@ struct ListParams {
     until: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
+    tenant: Option<String>,
+}
+
+/// `?tenant=` of the routes that act in one tenant.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantParam {
+    tenant: Option<String>,
+}
+
+/// The tenant a request acts in: the caller's own, or for a deployment-wide
+/// caller the one it names (`default` when it names none). Naming a tenant
+/// the caller cannot see, or one that does not exist, is 404.
+fn acting_tenant(state: &AppState, caller: &Caller, named: Option<&str>) -> Result<String, ApiError> {
+    let tenant = named.or(caller.tenant.as_deref()).unwrap_or(crate::tenants::DEFAULT);
+    if !state.pipeline.tenancy().exists(tenant) || !caller.sees(tenant) {
+        return Err(ApiError::NotFound(format!("no tenant `{tenant}`")));
+    }
+    Ok(tenant.to_owned())
+}
+
+/// The tenant a listing is limited to: the caller's own; a deployment-wide
+/// caller sees every tenant unless it names one.
+fn listed_tenant(state: &AppState, caller: &Caller, named: Option<&str>) -> Result<Option<String>, ApiError> {
+    match named {
+        None => Ok(caller.tenant.clone()),
+        Some(t) => acting_tenant(state, caller, Some(t)).map(Some),
+    }
+}
+
+/// Whether the caller may see the stored session `session_id`.
+fn sees_session(state: &AppState, caller: &Caller, session_id: &str) -> bool {
+    caller.sees(state.pipeline.tenancy().of_session(session_id))
 }
 
 fn encode_cursor(seq: u64) -> String {
@@ -527,9 +587,11 @@ fn decode_cursor(cursor: &str) -> Option<u64> {
 
 async fn list_receipts(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let tenant = listed_tenant(&state, &caller, p.tenant.as_deref())?;
     let time = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
         v.as_deref()
             .map(|s| parse_ms(s).ok_or_else(|| ApiError::BadRequest(format!("`{name}` must be an RFC 3339 timestamp"))))
@@ -556,6 +618,7 @@ async fn list_receipts(
         session_id: p.session_id,
         agent: p.agent,
         limit,
+        tenant,
     };
     let store = state.pipeline.store().clone();
     let page = tokio::task::spawn_blocking(move || store.list_receipts(&query))
@@ -564,11 +627,16 @@ async fn list_receipts(
     Ok(Json(json!({"receipts": page.receipts, "next_cursor": page.next_seq.map(encode_cursor)})))
 }
 
-async fn get_receipt(State(state): State<AppState>, Path(receipt_id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_receipt(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(receipt_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     state
         .pipeline
         .store()
         .receipt(&receipt_id)?
+        .filter(|r| caller.sees(crate::tenants::of_record(r)))
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no receipt `{receipt_id}`")))
 }
@@ -577,7 +645,10 @@ async fn keys(State(state): State<AppState>) -> Json<Value> {
     Json(keys_document(&state.key))
 }
 
-async fn audit(state: &AppState, session_id: String) -> Result<crate::store::SessionAudit, ApiError> {
+async fn audit(state: &AppState, caller: &Caller, session_id: String) -> Result<crate::store::SessionAudit, ApiError> {
+    if !sees_session(state, caller, &session_id) {
+        return Err(ApiError::NotFound(format!("no session `{session_id}`")));
+    }
     let store = state.pipeline.store().clone();
     let id = session_id.clone();
     let audit = tokio::task::spawn_blocking(move || store.audit_session(&id))
@@ -589,8 +660,12 @@ async fn audit(state: &AppState, session_id: String) -> Result<crate::store::Ses
     Ok(audit)
 }
 
-async fn session(State(state): State<AppState>, Path(session_id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let a = audit(&state, session_id.clone()).await?;
+async fn session(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(session_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let a = audit(&state, &caller, session_id.clone()).await?;
     Ok(Json(json!({
         "session_id": session_id,
         "summary": a.summary,
@@ -601,9 +676,10 @@ async fn session(State(state): State<AppState>, Path(session_id): Path<String>) 
 
 async fn verify_session(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(session_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let a = audit(&state, session_id.clone()).await?;
+    let a = audit(&state, &caller, session_id.clone()).await?;
     Ok(Json(json!({
         "session_id": session_id,
         "entries": a.entries.len(),
@@ -672,11 +748,21 @@ fn pack_summary(pdp: &crate::policy::Pdp) -> Value {
     })
 }
 
-async fn policies(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn policies(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Query(q): Query<TenantParam>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = acting_tenant(&state, &caller, q.tenant.as_deref())?;
     let store = state.pipeline.store();
-    let active = state.pipeline.pdp();
-    let uploaded = store.active_pack()?.is_some_and(|h| h == active.pack().identity().hash);
-    Ok(Json(json!({"active": pack_summary(&active), "active_is_uploaded": uploaded, "uploaded": store.packs()?})))
+    let active = state.pipeline.tenant_pdp(&tenant);
+    let key = crate::store::pack_key(&tenant, &active.pack().identity().hash);
+    let uploaded = store.tenant_active_pack(&tenant)?.is_some_and(|k| k == key);
+    let packs: Vec<Value> =
+        store.packs()?.into_iter().filter(|p| crate::tenants::of_record(p) == tenant.as_str()).collect();
+    Ok(Json(
+        json!({"tenant": tenant, "active": pack_summary(&active), "active_is_uploaded": uploaded, "uploaded": packs}),
+    ))
 }
 
 async fn validate_pack(State(state): State<AppState>, Json(upload): Json<PackUpload>) -> Result<Json<Value>, ApiError> {
@@ -684,32 +770,51 @@ async fn validate_pack(State(state): State<AppState>, Json(upload): Json<PackUpl
     Ok(Json(json!({"valid": true, "pack": pack_summary(&pdp), "tests_passed": tests})))
 }
 
-async fn upload_pack(State(state): State<AppState>, Json(upload): Json<PackUpload>) -> Result<Json<Value>, ApiError> {
+/// Replaces the pack of the caller's tenant only.
+async fn upload_pack(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Query(q): Query<TenantParam>,
+    Json(upload): Json<PackUpload>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = acting_tenant(&state, &caller, q.tenant.as_deref())?;
     let files = upload.into_files()?;
     let (pdp, tests) = check_pack(&state, files.clone()).await?;
     let identity = pdp.pack().identity().clone();
     let document = json!({
         "identity": identity,
+        "tenant": tenant,
         "uploaded_at": crate::model::now_rfc3339(),
         "files": files.iter().map(|(p, c)| (p.clone(), Value::String(String::from_utf8_lossy(c).into_owned()))).collect::<serde_json::Map<_, _>>(),
     });
     // Durable first: the pack in force must survive a restart.
-    state.pipeline.store().put_active_pack(&identity.hash, &document)?;
-    let previous = state.pipeline.pdp();
-    state.pipeline.swap_pdp(std::sync::Arc::new(pdp));
-    tracing::info!(pack = %identity.pack, version = %identity.version, hash = %identity.hash, "policy pack swapped in");
-    Ok(Json(
-        json!({"active": pack_summary(&state.pipeline.pdp()), "previous": pack_summary(&previous), "tests_passed": tests}),
-    ))
+    state.pipeline.store().put_tenant_pack(&tenant, &identity.hash, &document)?;
+    let previous = state.pipeline.tenant_pdp(&tenant);
+    state.pipeline.swap_tenant_pdp(&tenant, std::sync::Arc::new(pdp));
+    tracing::info!(%tenant, pack = %identity.pack, version = %identity.version, hash = %identity.hash, "policy pack swapped in");
+    Ok(Json(json!({
+        "tenant": tenant,
+        "active": pack_summary(&state.pipeline.tenant_pdp(&tenant)),
+        "previous": pack_summary(&previous),
+        "tests_passed": tests,
+    })))
 }
 
-async fn stored_pack(State(state): State<AppState>, Path(hash): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn stored_pack(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Query(q): Query<TenantParam>,
+    Path(hash): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no uploaded pack `{hash}`"));
+    let tenant = acting_tenant(&state, &caller, q.tenant.as_deref()).map_err(|_| not_found())?;
     state
         .pipeline
         .store()
-        .pack(&hash)?
+        .pack(&crate::store::pack_key(&tenant, &hash))?
+        .filter(|p| crate::tenants::of_record(p) == tenant.as_str())
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no uploaded pack `{hash}`")))
+        .ok_or_else(not_found)
 }
 
 /// Body of `POST /v1/tokens`.
@@ -724,6 +829,10 @@ struct CreateToken {
     /// RFC 3339 expiry.
     #[serde(default)]
     expires_at: Option<String>,
+    /// Its tenant: the caller's own (default); a deployment-wide admin may
+    /// name any.
+    #[serde(default)]
+    tenant: Option<String>,
 }
 
 async fn create_token(
@@ -733,13 +842,19 @@ async fn create_token(
 ) -> Result<Response, ApiError> {
     let body: CreateToken =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid token request: {e}")))?;
+    let tenant = acting_tenant(&state, &caller, body.tenant.as_deref())?;
     let tokens = state.auth.tokens().clone();
-    let new =
-        crate::tokens::NewToken { role: body.role, name: body.name, groups: body.groups, expires_at: body.expires_at };
+    let new = crate::tokens::NewToken {
+        role: body.role,
+        name: body.name,
+        groups: body.groups,
+        expires_at: body.expires_at,
+        tenant,
+    };
     let (record, secret) = tokio::task::spawn_blocking(move || tokens.create(new))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    tracing::info!(id = %record.id, role = record.role.as_str(), by = %caller.identity, "API token created");
+    tracing::info!(id = %record.id, role = record.role.as_str(), tenant = %record.tenant, by = %caller.identity, "API token created");
     let mut doc = serde_json::to_value(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Some(o) = doc.as_object_mut() {
         o.remove("sha256");
@@ -748,8 +863,13 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(doc)).into_response())
 }
 
-async fn list_tokens(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({"tokens": state.auth.tokens().list()?})))
+async fn list_tokens(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Query(q): Query<TenantParam>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = listed_tenant(&state, &caller, q.tenant.as_deref())?;
+    Ok(Json(json!({"tokens": state.auth.tokens().list(tenant.as_deref())?})))
 }
 
 async fn revoke_token(
@@ -758,7 +878,8 @@ async fn revoke_token(
     axum::Extension(caller): axum::Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     let tokens = state.auth.tokens().clone();
-    let record = tokio::task::spawn_blocking(move || tokens.revoke(&id))
+    let tenant = caller.tenant.clone();
+    let record = tokio::task::spawn_blocking(move || tokens.revoke(&id, tenant.as_deref()))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     tracing::info!(id = %record.id, by = %caller.identity, "API token revoked");
@@ -792,12 +913,30 @@ fn plugin_json(state: &AppState, view: &crate::plugins::SlotView) -> Value {
     })
 }
 
-async fn list_plugins(State(state): State<AppState>) -> Json<Value> {
-    let plugins: Vec<Value> = state.pipeline.plugins().views().iter().map(|v| plugin_json(&state, v)).collect();
-    Json(json!({"plugins": plugins, "supported_wit": crate::plugins::SUPPORTED_WIT}))
+/// Plugins serve every tenant, so with tenants configured only a
+/// deployment-wide admin (the bootstrap `admin.token`) manages them.
+fn deployment_wide(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    if caller.tenant.is_none() || !state.pipeline.tenancy().is_multi() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "plugins serve every tenant: only a deployment-wide admin may read or change them".to_owned(),
+        ))
+    }
 }
 
-async fn get_plugin(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn list_plugins(State(state): State<AppState>, axum::Extension(caller): axum::Extension<Caller>) -> Result<Json<Value>, ApiError> {
+    deployment_wide(&state, &caller)?;
+    let plugins: Vec<Value> = state.pipeline.plugins().views().iter().map(|v| plugin_json(&state, v)).collect();
+    Ok(Json(json!({"plugins": plugins, "supported_wit": crate::plugins::SUPPORTED_WIT})))
+}
+
+async fn get_plugin(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    deployment_wide(&state, &caller)?;
     plugin_name(&name)?;
     let view = state.pipeline.plugins().view(&name).ok_or_else(|| ApiError::NotFound(format!("no plugin `{name}`")))?;
     Ok(Json(plugin_json(&state, &view)))
@@ -805,9 +944,11 @@ async fn get_plugin(State(state): State<AppState>, Path(name): Path<String>) -> 
 
 async fn upload_plugin(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    deployment_wide(&state, &caller)?;
     plugin_name(&name)?;
     let plugins = state.pipeline.plugins().clone();
     let limit = plugins.max_bundle_bytes();
@@ -832,13 +973,23 @@ async fn upload_plugin(
     Ok(Json(out))
 }
 
-async fn rollback_plugin(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn rollback_plugin(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    deployment_wide(&state, &caller)?;
     plugin_name(&name)?;
     let view = state.pipeline.plugins().rollback(&name).await?;
     Ok(Json(plugin_json(&state, &view)))
 }
 
-async fn delete_plugin(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn delete_plugin(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    deployment_wide(&state, &caller)?;
     plugin_name(&name)?;
     let used_by = state.pipeline.integrations_using(&name);
     let after = state.pipeline.plugins().remove(&name, &used_by).await?;
@@ -880,6 +1031,7 @@ const MAX_COMMENT: usize = 2000;
 #[derive(Debug, Deserialize)]
 struct StatusQuery {
     status: Option<String>,
+    tenant: Option<String>,
 }
 
 fn status_filter(q: &StatusQuery) -> Result<Option<HoldStatus>, ApiError> {
@@ -891,35 +1043,63 @@ fn status_filter(q: &StatusQuery) -> Result<Option<HoldStatus>, ApiError> {
     }
 }
 
-fn list_holds(state: &AppState, kind: HoldKind, q: &StatusQuery) -> Result<Json<Value>, ApiError> {
-    let holds = state.pipeline.workflow().list(kind, status_filter(q)?);
+fn list_holds(state: &AppState, caller: &Caller, kind: HoldKind, q: &StatusQuery) -> Result<Json<Value>, ApiError> {
+    let tenant = listed_tenant(state, caller, q.tenant.as_deref())?;
+    let holds: Vec<Hold> = state
+        .pipeline
+        .workflow()
+        .list(kind, status_filter(q)?)
+        .into_iter()
+        .filter(|h| tenant.as_deref().is_none_or(|t| h.tenant == t))
+        .collect();
     let key = format!("{}s", kind.name());
     Ok(Json(json!({ key: holds })))
 }
 
-fn get_hold(state: &AppState, kind: HoldKind, id: &str) -> Result<Json<Hold>, ApiError> {
+/// A hold the caller may see; another tenant's is not found.
+fn visible_hold(state: &AppState, caller: &Caller, kind: HoldKind, id: &str) -> Result<Hold, ApiError> {
     state
         .pipeline
         .workflow()
         .get(kind, id)
-        .map(Json)
+        .filter(|h| caller.sees(&h.tenant))
         .ok_or_else(|| ApiError::NotFound(format!("no {} with id `{id}`", kind.name())))
 }
 
-async fn list_approvals(State(state): State<AppState>, Query(q): Query<StatusQuery>) -> Result<Json<Value>, ApiError> {
-    list_holds(&state, HoldKind::Approval, &q)
+fn get_hold(state: &AppState, caller: &Caller, kind: HoldKind, id: &str) -> Result<Json<Hold>, ApiError> {
+    visible_hold(state, caller, kind, id).map(Json)
 }
 
-async fn get_approval(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Hold>, ApiError> {
-    get_hold(&state, HoldKind::Approval, &id)
+async fn list_approvals(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<Value>, ApiError> {
+    list_holds(&state, &caller, HoldKind::Approval, &q)
 }
 
-async fn list_deferrals(State(state): State<AppState>, Query(q): Query<StatusQuery>) -> Result<Json<Value>, ApiError> {
-    list_holds(&state, HoldKind::Deferral, &q)
+async fn get_approval(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Hold>, ApiError> {
+    get_hold(&state, &caller, HoldKind::Approval, &id)
 }
 
-async fn get_deferral(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Hold>, ApiError> {
-    get_hold(&state, HoldKind::Deferral, &id)
+async fn list_deferrals(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<Value>, ApiError> {
+    list_holds(&state, &caller, HoldKind::Deferral, &q)
+}
+
+async fn get_deferral(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Hold>, ApiError> {
+    get_hold(&state, &caller, HoldKind::Deferral, &id)
 }
 
 /// Body of approve / deny.
@@ -968,9 +1148,7 @@ async fn decide_approval(
 ) -> Result<Json<Hold>, ApiError> {
     let verdict: ApproverVerdict = optional_json(body)?;
     let workflow = state.pipeline.workflow();
-    let hold = workflow
-        .get(HoldKind::Approval, id)
-        .ok_or_else(|| ApiError::NotFound(format!("no approval with id `{id}`")))?;
+    let hold = visible_hold(state, caller, HoldKind::Approval, id)?;
     // An approver decides only for the groups the policy named; an admin
     // decides for any.
     if !caller.is_admin() && !hold.approvers.is_empty() && !hold.approvers.iter().any(|g| caller.groups.contains(g)) {
@@ -1015,9 +1193,7 @@ async fn resolve_deferral(
 ) -> Result<Json<Hold>, ApiError> {
     let resolve: Resolve = optional_json(&body)?;
     let workflow = state.pipeline.workflow().clone();
-    let hold = workflow
-        .get(HoldKind::Deferral, &id)
-        .ok_or_else(|| ApiError::NotFound(format!("no deferral with id `{id}`")))?;
+    let hold = visible_hold(&state, &caller, HoldKind::Deferral, &id)?;
     if hold.status != HoldStatus::Pending {
         return Err(WorkflowError::Resolved("deferral", id, format!("{:?}", hold.status).to_lowercase()).into());
     }
@@ -1046,7 +1222,7 @@ async fn resolve_deferral(
         }
         _ => return Err(ApiError::BadRequest("give exactly one of `evidence` and `decision`".to_owned())),
     }
-    get_hold(&state, HoldKind::Deferral, &id)
+    get_hold(&state, &caller, HoldKind::Deferral, &id)
 }
 
 /// Body of `POST /v1/sessions/{session_id}/context`.
@@ -1081,6 +1257,9 @@ async fn session_context(
     axum::Extension(caller): axum::Extension<Caller>,
     Json(body): Json<Evidence>,
 ) -> Result<Json<Value>, ApiError> {
+    if !sees_session(&state, &caller, &session_id) {
+        return Err(ApiError::NotFound(format!("no session `{session_id}`")));
+    }
     check_evidence(&body.evidence)?;
     let resolved =
         state.pipeline.supply_evidence(&session_id, body.evidence, "context", caller.identity.as_str()).await?;

@@ -13,6 +13,10 @@
 //! [`crate::tokens`]), a bootstrap token read from a file at start
 //! (`admin.token`, `ingress.token`, `approvers/<identity>.token`), or, when
 //! `[auth.oidc]` is configured, an OIDC JWT whose role claim maps to roles.
+//!
+//! Every credential is scoped to one tenant (see [`crate::tenants`]), except
+//! the bootstrap `admin.token` and `ingress.token`, which are deployment-wide:
+//! the operator's own credentials, that create the tenants' tokens.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,9 +83,17 @@ pub struct Caller {
     pub roles: Vec<Role>,
     /// Approver groups (the `@approvers` of policies) they decide for.
     pub groups: Vec<String>,
+    /// The tenant they act in; `None`: every tenant (the bootstrap admin and
+    /// ingress tokens only).
+    pub tenant: Option<String>,
 }
 
 impl Caller {
+    /// Whether the caller may see what belongs to `tenant`.
+    pub fn sees(&self, tenant: &str) -> bool {
+        self.tenant.as_deref().is_none_or(|t| t == tenant)
+    }
+
     /// Whether one of the caller's roles grants `required`.
     pub fn may(&self, required: Role) -> bool {
         self.roles.iter().any(|r| r.grants(required))
@@ -131,6 +143,11 @@ pub struct OidcConfig {
     /// approvals that name no group).
     #[serde(default)]
     pub groups_claim: Option<String>,
+    /// Claim naming the caller's tenant (a configured tenant id, or
+    /// `default`); a token without a known tenant is refused. Default: none,
+    /// and every SSO caller acts in the tenant `default`.
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -152,13 +169,14 @@ const MAX_GROUPS: usize = 64;
 /// The OIDC verifier.
 pub struct Oidc {
     config: OidcConfig,
+    tenants: crate::tenants::Tenancy,
     validation: Validation,
     jwks: Jwks,
 }
 
 impl Oidc {
     /// Check the config and prepare the key cache (nothing fetched yet).
-    pub fn new(config: &OidcConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &OidcConfig, tenants: &crate::tenants::Tenancy) -> anyhow::Result<Self> {
         anyhow::ensure!(!config.issuer.is_empty() && !config.audience.is_empty(), "issuer and audience are required");
         anyhow::ensure!(!config.roles.is_empty(), "`roles` must map at least one claim value to a role");
         if let Some((value, _)) = config.roles.iter().find(|(_, r)| **r == Role::Ingress) {
@@ -171,7 +189,7 @@ impl Oidc {
         validation.set_issuer(&[&config.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = 60;
-        Ok(Self { config: config.clone(), validation, jwks: Jwks::new(&config.jwks_url)? })
+        Ok(Self { config: config.clone(), tenants: tenants.clone(), validation, jwks: Jwks::new(&config.jwks_url)? })
     }
 
     /// Verify a JWT and map it to a caller. `Err` is logged, never shown.
@@ -196,7 +214,15 @@ impl Oidc {
                 .collect(),
             None => Vec::new(),
         };
-        Ok(Caller { identity, roles, groups })
+        let tenant = match &self.config.tenant_claim {
+            None => crate::tenants::DEFAULT.to_owned(),
+            Some(c) => claim(&claims, c)
+                .and_then(Value::as_str)
+                .filter(|t| self.tenants.exists(t))
+                .ok_or_else(|| format!("no `{c}` claim naming a tenant of this deployment"))?
+                .to_owned(),
+        };
+        Ok(Caller { identity, roles, groups, tenant: Some(tenant) })
     }
 }
 
@@ -225,6 +251,8 @@ pub struct BootstrapApprover {
     pub token: Token,
     /// Their approver groups.
     pub groups: Vec<String>,
+    /// Their tenant.
+    pub tenant: String,
 }
 
 /// Why a request has no caller.
@@ -277,8 +305,12 @@ impl Authenticator {
         {
             return Ok(caller);
         }
-        let bootstrap =
-            |identity: &str, role| Caller { identity: identity.to_owned(), roles: vec![role], groups: vec![] };
+        let bootstrap = |identity: &str, role| Caller {
+            identity: identity.to_owned(),
+            roles: vec![role],
+            groups: vec![],
+            tenant: None,
+        };
         // Every bootstrap token is compared (constant time each), so which
         // one matched does not show in the timing.
         let admin = self.admin.matches(presented);
@@ -292,7 +324,12 @@ impl Authenticator {
             return Ok(bootstrap("ingress", Role::Ingress));
         }
         if let Some(a) = approver {
-            return Ok(Caller { identity: a.identity.clone(), roles: vec![Role::Approver], groups: a.groups.clone() });
+            return Ok(Caller {
+                identity: a.identity.clone(),
+                roles: vec![Role::Approver],
+                groups: a.groups.clone(),
+                tenant: Some(a.tenant.clone()),
+            });
         }
         if let Some(oidc) = &self.oidc
             && presented.bytes().filter(|b| *b == b'.').count() == 2
@@ -357,11 +394,13 @@ mod tests {
             role_claim: default_role_claim(),
             roles: BTreeMap::from([("arbiter-admins".to_owned(), Role::Admin)]),
             groups_claim: None,
+            tenant_claim: None,
         };
-        assert!(Oidc::new(&config).is_ok());
+        let tenants = crate::tenants::Tenancy::single();
+        assert!(Oidc::new(&config, &tenants).is_ok());
         config.roles.insert("bots".to_owned(), Role::Ingress);
-        assert!(Oidc::new(&config).is_err());
+        assert!(Oidc::new(&config, &tenants).is_err());
         config.roles.clear();
-        assert!(Oidc::new(&config).is_err());
+        assert!(Oidc::new(&config, &tenants).is_err());
     }
 }

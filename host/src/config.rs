@@ -70,6 +70,23 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     /// DEFER: deadlines and the cascade cap.
     pub deferrals: DeferralsConfig,
+    /// Tenants by id (`[a-z0-9_-]`, at most 32). Default: none, and
+    /// everything belongs to the tenant `default` (see `crate::tenants`).
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// `[tenants.<id>]`: one tenant.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// Display name. Default = the id.
+    pub name: Option<String>,
+    /// The integrations it owns (each owned by at most one tenant; those no
+    /// tenant lists belong to `default`).
+    pub integrations: Vec<String>,
+    /// Its policy pack directory. Default = the bundled baseline pack. An
+    /// uploaded pack (`PUT /v1/policies` by the tenant's admin) replaces it.
+    pub policies: Option<PathBuf>,
 }
 
 /// The integrations served without configuration: one per bundled adapter
@@ -179,6 +196,7 @@ impl Default for Config {
             integrations,
             approvals: ApprovalsConfig::default(),
             deferrals: DeferralsConfig::default(),
+            tenants: BTreeMap::new(),
         }
     }
 }
@@ -217,6 +235,9 @@ pub struct ApproverAuth {
     pub token_file: Option<PathBuf>,
     /// Approver groups (the `@approvers` of policies) this person decides for.
     pub groups: Vec<String>,
+    /// The tenant whose approvals and deferrals they resolve. Default =
+    /// `default`.
+    pub tenant: Option<String>,
 }
 
 /// Bounds applied to every hook request before a plugin sees it.
@@ -487,6 +508,7 @@ impl Config {
                 });
             }
         }
+        self.validate_tenants()?;
         for (name, integration) in &self.integrations {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                 return Err(ConfigError::Invalid {
@@ -517,6 +539,46 @@ impl Config {
                         "{name}: must be at most ingress.request_timeout_ms and at least 1000 ms over the hold time ({hold} ms)"
                     ),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_tenants(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+        let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+        for (id, tenant) in &self.tenants {
+            if id == crate::tenants::DEFAULT {
+                return invalid(
+                    "tenants",
+                    "`default` is implicit: its integrations are those no tenant lists, its pack is `policies`"
+                        .to_owned(),
+                );
+            }
+            if !crate::tenants::valid_id(id) {
+                return invalid("tenants", format!("tenant id `{id}` must be [a-z0-9_-], at most 32 characters"));
+            }
+            if tenant.name.as_ref().is_some_and(|n| n.is_empty() || n.len() > 200 || n.chars().any(char::is_control)) {
+                return invalid("tenants.name", format!("{id}: 1 to 200 printable characters"));
+            }
+            for integration in &tenant.integrations {
+                if !self.integrations.contains_key(integration) {
+                    return invalid("tenants.integrations", format!("{id}: no integration `{integration}`"));
+                }
+                if let Some(other) = owner.insert(integration, id) {
+                    return invalid(
+                        "tenants.integrations",
+                        format!("integration `{integration}` is listed by tenants `{other}` and `{id}`"),
+                    );
+                }
+            }
+        }
+        for (name, approver) in &self.auth.approvers {
+            if let Some(t) = &approver.tenant
+                && t != crate::tenants::DEFAULT
+                && !self.tenants.contains_key(t)
+            {
+                return invalid("auth.approvers.tenant", format!("{name}: no tenant `{t}`"));
             }
         }
         Ok(())
@@ -560,6 +622,26 @@ mod tests {
         .unwrap();
         let config = Config::load(Some(&path)).unwrap();
         assert_eq!(config.integrations["cursor"].step_up_hold_events, ["beforeReadFile"]);
+    }
+
+    #[test]
+    // Tenants own existing integrations, one owner each; `default` is
+    // implicit; an approver names a configured tenant.
+    fn tenants_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let check = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path)).unwrap().validate()
+        };
+        let acme = "[integrations.acme-cc]\nplugin = \"claude-code\"\n[tenants.acme]\nintegrations = [\"acme-cc\"]\n";
+        check(acme).unwrap();
+        assert!(check(&format!("{acme}[tenants.beta]\nintegrations = [\"acme-cc\"]\n")).is_err());
+        assert!(check("[tenants.acme]\nintegrations = [\"nope\"]\n").is_err());
+        assert!(check("[tenants.default]\n").is_err());
+        assert!(check("[tenants.Acme]\n").is_err());
+        assert!(check(&format!("{acme}[auth.approvers.bob]\ntenant = \"beta\"\n")).is_err());
+        check(&format!("{acme}[auth.approvers.bob]\ntenant = \"acme\"\n")).unwrap();
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod policy;
 pub mod receipts;
 pub mod shim;
 pub mod store;
+pub mod tenants;
 pub mod tokens;
 pub mod workflow;
 
@@ -77,29 +78,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = store::Store::open(&data.join("store"), key.clone(), config.store.max_batch)
         .context("cannot open the store")?;
 
-    // An uploaded pack stays in force across restarts; otherwise the
-    // configured directory, otherwise the bundled baseline.
-    let pack = match store.active_pack()? {
-        Some(hash) => {
-            let doc = store.pack(&hash)?.with_context(|| format!("the active uploaded pack `{hash}` is missing"))?;
-            let files = doc
-                .get("files")
-                .and_then(serde_json::Value::as_object)
-                .map(|f| {
-                    f.iter().map(|(p, c)| (p.clone(), c.as_str().unwrap_or_default().as_bytes().to_vec())).collect()
-                })
-                .unwrap_or_default();
-            tracing::warn!(%hash, "an uploaded policy pack is in force; the `policies` setting is not used");
-            policy::PolicyPack::from_files(files).with_context(|| format!("uploaded policy pack `{hash}`"))?
-        }
-        None => match &config.policies {
-            Some(dir) => policy::PolicyPack::load(dir).with_context(|| format!("policy pack `{}`", dir.display()))?,
-            None => policy::PolicyPack::bundled().context("bundled policy pack")?,
-        },
-    };
-    let id = pack.identity().clone();
-    tracing::info!(pack = %id.pack, version = %id.version, hash = %id.hash, policies = pack.len(), "policy pack loaded");
-    let pdp = Arc::new(policy::Pdp::new(pack, config.default_posture));
+    let tenancy = Arc::new(tenants::Tenancy::from_config(&config));
+    let pdp = Arc::new(policy::Pdp::new(
+        tenant_pack(&store, tenants::DEFAULT, config.policies.as_deref())?,
+        config.default_posture,
+    ));
+    let mut tenant_pdps = std::collections::HashMap::new();
+    for (id, tenant) in &config.tenants {
+        let pack = tenant_pack(&store, id, tenant.policies.as_deref())?;
+        tenant_pdps.insert(id.clone(), Arc::new(policy::Pdp::new(pack, config.default_posture)));
+    }
 
     let started = std::time::Instant::now();
     let dirs = plugins::PluginDirs {
@@ -133,7 +121,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     workflow.start().await?;
     let integrations = pipeline::integrations(&config.integrations, &config.ingress);
     let tokens = Arc::new(tokens::TokenStore::load(store.clone()).context("cannot load the API tokens")?);
-    let pipeline = Arc::new(pipeline::Pipeline::new(plugins, pdp, store, integrations, embedder, workflow)?);
+    let pipeline = Arc::new(
+        pipeline::Pipeline::new(plugins, pdp, store, integrations, embedder, workflow)?
+            .with_tenants(tenancy.clone(), tenant_pdps)?,
+    );
     let mut approvers = Vec::new();
     for (identity, auth) in &config.auth.approvers {
         let token = Token::resolve(
@@ -141,9 +132,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             auth.token_file.as_deref(),
             &data.join("approvers").join(format!("{identity}.token")),
         )?;
-        approvers.push(auth::BootstrapApprover { identity: identity.clone(), token, groups: auth.groups.clone() });
+        approvers.push(auth::BootstrapApprover {
+            identity: identity.clone(),
+            token,
+            groups: auth.groups.clone(),
+            tenant: auth.tenant.clone().unwrap_or_else(|| tenants::DEFAULT.to_owned()),
+        });
     }
-    let oidc = config.auth.oidc.as_ref().map(auth::Oidc::new).transpose().context("auth.oidc")?;
+    let oidc = config.auth.oidc.as_ref().map(|o| auth::Oidc::new(o, &tenancy)).transpose().context("auth.oidc")?;
     let authenticator = auth::Authenticator::new(ingress_token, admin_token, approvers, tokens, oidc);
     authenticator.warm().await;
     let mut integration_auth = std::collections::HashMap::new();
@@ -173,6 +169,36 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %data.display(), "arbiter listening");
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown()).await?;
     Ok(())
+}
+
+/// The pack a tenant starts with: its uploaded pack in force (which survives
+/// restarts), else its configured directory, else the bundled baseline.
+fn tenant_pack(
+    store: &store::Store,
+    tenant: &str,
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<policy::PolicyPack> {
+    let pack = match store.tenant_active_pack(tenant)? {
+        Some(key) => {
+            let doc = store.pack(&key)?.with_context(|| format!("the active uploaded pack `{key}` is missing"))?;
+            let files = doc
+                .get("files")
+                .and_then(serde_json::Value::as_object)
+                .map(|f| {
+                    f.iter().map(|(p, c)| (p.clone(), c.as_str().unwrap_or_default().as_bytes().to_vec())).collect()
+                })
+                .unwrap_or_default();
+            tracing::warn!(%tenant, pack = %key, "an uploaded policy pack is in force; the configured directory is not used");
+            policy::PolicyPack::from_files(files).with_context(|| format!("uploaded policy pack `{key}`"))?
+        }
+        None => match dir {
+            Some(dir) => policy::PolicyPack::load(dir).with_context(|| format!("policy pack `{}`", dir.display()))?,
+            None => policy::PolicyPack::bundled().context("bundled policy pack")?,
+        },
+    };
+    let id = pack.identity();
+    tracing::info!(%tenant, pack = %id.pack, version = %id.version, hash = %id.hash, policies = pack.len(), "policy pack loaded");
+    Ok(pack)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -208,6 +208,10 @@ enum TokenCommand {
         /// Expiry: a duration (`90m`, `12h`, `30d`) or an RFC 3339 time.
         #[arg(long)]
         expires: Option<String>,
+        /// The tenant it acts in [default: the admin credential's own;
+        /// `default` for the bootstrap admin token].
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// List tokens: id, name, role, state, created, expires, last used
     /// (since the server started); never a secret.
@@ -467,9 +471,10 @@ async fn token(command: TokenCommand, url: &str, admin: Option<String>) -> Resul
         reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
     let base = url.trim_end_matches('/');
     let request = match &command {
-        TokenCommand::Create { role, name, groups, expires } => {
+        TokenCommand::Create { role, name, groups, expires, tenant } => {
             let expires_at = expires.as_deref().map(expiry).transpose()?;
-            let body = serde_json::json!({"role": role, "name": name, "groups": groups, "expires_at": expires_at});
+            let body = serde_json::json!({"role": role, "name": name, "groups": groups, "expires_at": expires_at,
+                                          "tenant": tenant});
             http.post(format!("{base}/v1/tokens")).json(&body)
         }
         TokenCommand::List { .. } => http.get(format!("{base}/v1/tokens")),
@@ -493,9 +498,10 @@ async fn token(command: TokenCommand, url: &str, admin: Option<String>) -> Resul
     match command {
         TokenCommand::Create { .. } => {
             eprintln!(
-                "created token {} (role {}, expires {}); the secret below is shown only now",
+                "created token {} (role {}, tenant {}, expires {}); the secret below is shown only now",
                 field(&body, "id"),
                 field(&body, "role"),
+                field(&body, "tenant"),
                 field(&body, "expires_at")
             );
             println!("{}", field(&body, "token"));
@@ -503,15 +509,16 @@ async fn token(command: TokenCommand, url: &str, admin: Option<String>) -> Resul
         TokenCommand::List { json: true } => println!("{body}"),
         TokenCommand::List { json: false } => {
             println!(
-                "{:<12}  {:<20}  {:<8}  {:<7}  {:<24}  {:<24}  LAST USED",
-                "ID", "NAME", "ROLE", "STATE", "CREATED", "EXPIRES"
+                "{:<12}  {:<20}  {:<8}  {:<12}  {:<7}  {:<24}  {:<24}  LAST USED",
+                "ID", "NAME", "ROLE", "TENANT", "STATE", "CREATED", "EXPIRES"
             );
             for t in body.get("tokens").and_then(Value::as_array).into_iter().flatten() {
                 println!(
-                    "{:<12}  {:<20}  {:<8}  {:<7}  {:<24}  {:<24}  {}",
+                    "{:<12}  {:<20}  {:<8}  {:<12}  {:<7}  {:<24}  {:<24}  {}",
                     field(t, "id"),
                     field(t, "name"),
                     field(t, "role"),
+                    field(t, "tenant"),
                     field(t, "state"),
                     field(t, "created_at"),
                     field(t, "expires_at"),

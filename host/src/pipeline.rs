@@ -32,6 +32,7 @@ use crate::plugins::{Plugin, PluginHost, Settings, wit};
 use crate::policy::{Pdp, PolicyOutcome, Scores};
 use crate::receipts::{ReceiptBody, ReceiptDraft, SealError};
 use crate::store::{ContextError, Store, StoreError};
+use crate::tenants::{self, Tenancy};
 use crate::workflow::{Hold, HoldKind, HoldStatus, Verdict, Workflow, WorkflowError, args_hash};
 
 /// JSON Schema of the canonical action (contract in `wit/schemas/`).
@@ -175,6 +176,10 @@ pub struct Pipeline {
     /// uploaded; each request loads it once, so it is decided and recorded
     /// by one pack even if a swap happens meanwhile.
     pdp: ArcSwap<Pdp>,
+    /// The same, for each tenant but `default` (whose is `pdp`).
+    tenant_pdps: HashMap<String, ArcSwap<Pdp>>,
+    /// Who owns which integration and session.
+    tenancy: Arc<Tenancy>,
     store: Store,
     integrations: HashMap<String, Integration>,
     action_schema: jsonschema::Validator,
@@ -200,7 +205,50 @@ impl Pipeline {
             .connect_timeout(std::time::Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Self { plugins, pdp: ArcSwap::new(pdp), store, integrations, action_schema, embedder, workflow, http })
+        Ok(Self {
+            plugins,
+            pdp: ArcSwap::new(pdp),
+            tenant_pdps: HashMap::new(),
+            tenancy: Arc::new(Tenancy::single()),
+            store,
+            integrations,
+            action_schema,
+            embedder,
+            workflow,
+            http,
+        })
+    }
+
+    /// Serve several tenants: `pdps` holds the decision point of every
+    /// tenant of `tenancy` but `default`.
+    pub fn with_tenants(mut self, tenancy: Arc<Tenancy>, pdps: HashMap<String, Arc<Pdp>>) -> anyhow::Result<Self> {
+        for id in tenancy.ids().filter(|t| *t != tenants::DEFAULT) {
+            anyhow::ensure!(pdps.contains_key(id), "tenant `{id}` has no policy pack");
+        }
+        self.tenant_pdps = pdps.into_iter().map(|(t, p)| (t, ArcSwap::new(p))).collect();
+        self.tenancy = tenancy;
+        Ok(self)
+    }
+
+    /// The tenants.
+    pub fn tenancy(&self) -> &Arc<Tenancy> {
+        &self.tenancy
+    }
+
+    /// The decision point of `tenant` (`default`'s for a tenant that does
+    /// not exist, which no caller can name: tenants come from config).
+    pub fn tenant_pdp(&self, tenant: &str) -> Arc<Pdp> {
+        self.tenant_pdps.get(tenant).map_or_else(|| self.pdp.load_full(), ArcSwap::load_full)
+    }
+
+    /// Put a new decision point in force for `tenant` only (a tenant that
+    /// does not exist changes nothing; callers check it first).
+    pub fn swap_tenant_pdp(&self, tenant: &str, pdp: Arc<Pdp>) {
+        if tenant == tenants::DEFAULT {
+            self.pdp.store(pdp);
+        } else if let Some(p) = self.tenant_pdps.get(tenant) {
+            p.store(pdp);
+        }
     }
 
     /// The approval and deferral services (for the API).
@@ -253,7 +301,7 @@ impl Pipeline {
         let plugin =
             self.plugins.get(&config.plugin).ok_or_else(|| PipelineError::PluginMissing(integration.to_owned()))?;
         let request = Arc::new(request);
-        let pdp = self.pdp.load_full();
+        let pdp = self.tenant_pdp(self.tenancy.of_integration(integration));
         let _admission = match config.limits.admit() {
             Ok(a) => a,
             Err(fault) => return Ok(self.refuse(&pdp, integration, &plugin, &request, None, Vec::new(), fault).await),
@@ -293,10 +341,13 @@ impl Pipeline {
             Ok(d) => d,
             Err(fault) => return Ok(self.block_undecoded(&pdp, integration, &plugin, &request, fault).await),
         };
-        let requester = match requester_context(&decoded.requester) {
+        let mut requester = match requester_context(&decoded.requester) {
             Ok(r) => r,
             Err(fault) => return Ok(self.block_undecoded(&pdp, integration, &plugin, &request, fault).await),
         };
+        // The tenant is the integration's, whatever the payload says.
+        let tenant = self.tenancy.of_integration(integration);
+        requester.session = self.tenancy.session_key(tenant, &requester.session);
         if let Err(fault) = config.limits.admit_session(&requester.session) {
             // Nothing of a refused request enters the session log; its
             // actions are recorded as refused.
@@ -434,8 +485,8 @@ impl Pipeline {
         let waits = decided.len() == 1;
         let mut wait_on = None;
         for d in decided {
-            let draft =
-                receipt_draft(&pdp, &d, Some((&plugin, integration)), Some(&response), true).map_err(StoreError::from);
+            let draft = receipt_draft(&pdp, &d, Some((&plugin, integration)), Some(&response), true, tenant)
+                .map_err(StoreError::from);
             let written = match draft {
                 Ok(draft) => self.store.append_receipt(draft).await.map(|_| ()),
                 Err(e) => Err(e),
@@ -552,8 +603,9 @@ impl Pipeline {
                 plugin.blocking_reply(&format!("blocked: {}", fault.message))
             }
         };
-        let draft =
-            receipt_draft(pdp, &d, Some((plugin, integration)), Some(&response), true).map_err(StoreError::from);
+        let tenant = self.tenancy.of_integration(integration);
+        let draft = receipt_draft(pdp, &d, Some((plugin, integration)), Some(&response), true, tenant)
+            .map_err(StoreError::from);
         let written = match draft {
             Ok(draft) => self.store.append_receipt(draft).await.map(|_| ()),
             Err(e) => Err(e),
@@ -578,6 +630,7 @@ impl Pipeline {
     fn apply_holds(&self, pdp: &Pdp, d: &mut Decided, mode: StepUpMode) {
         let wf = &self.workflow;
         let session = d.action.requester_context.session.clone();
+        let tenant = self.tenancy.of_session(&session);
         match d.outcome.decision {
             Decision::StepUp => {
                 if let Some(hold) = wf.take_use(HoldKind::Approval, &d.action) {
@@ -599,6 +652,7 @@ impl Pipeline {
                         &d.outcome,
                         pdp.pack().identity(),
                         Vec::new(),
+                        tenant,
                     );
                     d.approval = hold.created_member();
                     d.wait_on = Some((HoldKind::Approval, hold.id.clone()));
@@ -631,6 +685,7 @@ impl Pipeline {
                         &d.outcome,
                         pdp.pack().identity(),
                         missing,
+                        tenant,
                     );
                     d.deferral = hold.created_member();
                     d.wait_on = Some((HoldKind::Deferral, hold.id.clone()));
@@ -734,7 +789,7 @@ impl Pipeline {
 
     /// Re-decide the pending deferrals of `session` on its current context.
     async fn redecide_deferrals(&self, session: &str, method: &str, by: &str) -> Result<Vec<Hold>, WorkflowError> {
-        let pdp = self.pdp.load_full();
+        let pdp = self.tenant_pdp(self.tenancy.of_session(session));
         let summary = match self.store.verified_summary(session) {
             Ok(s) => s,
             Err(ContextError::Store(e)) => return Err(WorkflowError::Store(e)),
@@ -787,7 +842,8 @@ impl Pipeline {
         let mut receipt_id = None;
         for action in actions {
             let d = Decided::new(action, fault_outcome(fault.clone()), uuid::Uuid::now_v7().to_string());
-            let written = match receipt_draft(pdp, &d, Some((plugin, integration)), Some(&response), false) {
+            let tenant = self.tenancy.of_integration(integration);
+            let written = match receipt_draft(pdp, &d, Some((plugin, integration)), Some(&response), false, tenant) {
                 Ok(draft) => tokio::time::timeout(REFUSAL_RECEIPT_WAIT, self.store.append_receipt(draft))
                     .await
                     .unwrap_or(Err(StoreError::Unavailable("the store did not answer in time"))),
@@ -803,8 +859,8 @@ impl Pipeline {
         HookReply { response, receipt_id, decision: Some(Decision::Deny) }
     }
 
-    /// Govern one action from an SDK-style caller.
-    pub async fn evaluate(&self, body: &Value) -> Result<EvaluateReply, PipelineError> {
+    /// Govern one action from an SDK-style caller acting in `tenant`.
+    pub async fn evaluate(&self, tenant: &str, body: &Value) -> Result<EvaluateReply, PipelineError> {
         let errors: Vec<String> =
             self.action_schema.iter_errors(body).take(5).map(|e| format!("{} at `{}`", e, e.instance_path)).collect();
         if !errors.is_empty() {
@@ -812,8 +868,10 @@ impl Pipeline {
         }
         let input: EvaluateInput =
             serde_json::from_value(body.clone()).map_err(|e| PipelineError::InvalidAction(e.to_string()))?;
-        let pdp = self.pdp.load_full();
-        let action = pdp.map_action(input.into_action());
+        let pdp = self.tenant_pdp(tenant);
+        let mut action = input.into_action();
+        action.requester_context.session = self.tenancy.session_key(tenant, &action.requester_context.session);
+        let action = pdp.map_action(action);
         let outcome = match self.store.verified_summary(&action.requester_context.session) {
             Ok(s) => pdp.decide(&action, &s, &self.scores(&s, &action).await),
             Err(e) => fault_outcome(context_fault_of(e)),
@@ -823,7 +881,7 @@ impl Pipeline {
             // SDK callers have no vendor prompt: STEP_UP goes to approvers.
             self.apply_holds(&pdp, &mut d, StepUpMode::Hold);
         }
-        let draft = receipt_draft(&pdp, &d, None, None, true).map_err(StoreError::from)?;
+        let draft = receipt_draft(&pdp, &d, None, None, true, tenant).map_err(StoreError::from)?;
         self.store.append_receipt(draft).await?;
         for hold in std::mem::take(&mut d.holds) {
             self.workflow.register(hold, self.workflow.public_url());
@@ -1101,6 +1159,7 @@ fn receipt_draft(
     plugin: Option<(&Plugin, &str)>,
     reply: Option<&wit::HttpResponse>,
     log_entry: bool,
+    tenant: &str,
 ) -> Result<ReceiptDraft, SealError> {
     let o = &d.outcome;
     let pack = pdp.pack().identity();
@@ -1140,6 +1199,7 @@ fn receipt_draft(
         approval: d.approval.clone(),
         deferral: d.deferral.clone(),
         vendor,
+        tenant: tenant.to_owned(),
     };
     let rc = &d.action.requester_context;
     let entry = log_entry.then(|| EntryDraft {
@@ -1336,6 +1396,6 @@ mod tests {
         p.store().poison();
         let action = json!({"tool": "shell", "operation": "exec", "parameters": {"command": "ls"},
                             "requester_context": {"session": "s"}});
-        assert!(matches!(p.evaluate(&action).await, Err(PipelineError::Unrecorded(_))));
+        assert!(matches!(p.evaluate(tenants::DEFAULT, &action).await, Err(PipelineError::Unrecorded(_))));
     }
 }

@@ -33,7 +33,7 @@ pub struct ReceiptDraft {
     /// Pre-assigned id (the vendor reply may already name it).
     pub receipt_id: String,
     /// Canonical members: `action`, `approval`, `decision`, `deferral`,
-    /// `receipt_id`, `vendor`, `version`.
+    /// `receipt_id`, `tenant`, `vendor`, `version`.
     members: Vec<(&'static str, Vec<u8>)>,
     /// `context.context_hash`.
     context_hash: String,
@@ -71,6 +71,8 @@ pub struct ReceiptBody {
     pub deferral: Value,
     /// Vendor facts and the reply sent.
     pub vendor: Value,
+    /// The tenant the decision belongs to (see `crate::tenants`).
+    pub tenant: String,
 }
 
 impl ReceiptDraft {
@@ -90,6 +92,7 @@ impl ReceiptDraft {
             ("decision", jcs(&body.decision)?),
             ("deferral", jcs(&body.deferral)?),
             ("receipt_id", jcs(&Value::String(receipt_id.clone()))?),
+            ("tenant", jcs(&Value::String(body.tenant))?),
             ("vendor", jcs(&body.vendor)?),
             ("version", jcs(&Value::String(RECEIPT_VERSION.to_owned()))?),
         ];
@@ -326,8 +329,34 @@ mod tests {
             approval: Value::Null,
             deferral: Value::Null,
             vendor: json!({"integration": "x", "reply": {"status": 200, "body": {"vendor": 1}}}),
+            tenant: "default".to_owned(),
         };
         ReceiptDraft::new(format!("r{n}"), body, "s".to_owned(), "a".to_owned(), "ALLOW".to_owned(), None).unwrap()
+    }
+
+    #[test]
+    // The tenant is a signed member: a receipt written before tenants (no
+    // `tenant`) verifies as before, and adding or changing one breaks it.
+    fn tenant_is_signed_and_optional() {
+        let key = ReceiptKey::generate();
+        let keys = parse_keys(&keys_document(&key)).unwrap();
+        let bytes = seal(&draft(0), "2026-11-23T00:00:00.000Z", None, &mut ChainHead::genesis(), &key).unwrap();
+        let mut receipt: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(receipt["tenant"], "default");
+        verify_receipts(std::slice::from_ref(&receipt), &keys).unwrap();
+        let mut moved = receipt.clone();
+        moved["tenant"] = json!("acme");
+        assert!(verify_receipts(&[moved], &keys).is_err());
+        // As an older build signed it: no `tenant` member at all.
+        let o = receipt.as_object_mut().unwrap();
+        o.remove("tenant");
+        o.remove("signature");
+        let signature = key.sign(&serde_jcs::to_vec(&receipt).unwrap());
+        receipt["signature"] = json!({"algorithm": "Ed25519", "key_id": key.key_id(),
+            "value": base64::engine::general_purpose::STANDARD.encode(signature.to_bytes())});
+        verify_receipts(std::slice::from_ref(&receipt), &keys).unwrap();
+        receipt["tenant"] = json!("default");
+        assert!(verify_receipts(&[receipt], &keys).is_err());
     }
 
     #[test]

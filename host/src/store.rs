@@ -158,6 +158,8 @@ pub struct ReceiptQuery {
     pub from_seq: u64,
     /// Page size.
     pub limit: usize,
+    /// Only this tenant's (a receipt without `tenant` is `default`'s).
+    pub tenant: Option<String>,
 }
 
 /// One page of receipts.
@@ -347,10 +349,18 @@ impl Store {
     /// so it is still in force after a restart. Earlier packs stay
     /// retrievable by hash.
     pub fn put_active_pack(&self, hash: &str, document: &Value) -> Result<(), StoreError> {
+        self.put_tenant_pack(crate::tenants::DEFAULT, hash, document)
+    }
+
+    /// [`Store::put_active_pack`] for one tenant. A tenant's packs are kept
+    /// under [`pack_key`], so two tenants uploading the same pack each keep
+    /// their own record.
+    pub fn put_tenant_pack(&self, tenant: &str, hash: &str, document: &Value) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(document).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let key = pack_key(tenant, hash);
         let mut batch = self.parts.keyspace.batch();
-        batch.insert(&self.parts.packs, hash.as_bytes(), bytes);
-        batch.insert(&self.parts.meta, b"active_pack", hash.as_bytes());
+        batch.insert(&self.parts.packs, key.as_bytes(), bytes);
+        batch.insert(&self.parts.meta, active_pack_meta(tenant).as_bytes(), key.as_bytes());
         batch.commit()?;
         self.parts.keyspace.persist(PersistMode::SyncAll)?;
         Ok(())
@@ -424,7 +434,13 @@ impl Store {
 
     /// Hash of the uploaded pack in force, if one was uploaded.
     pub fn active_pack(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.parts.meta.get(b"active_pack")?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        self.tenant_active_pack(crate::tenants::DEFAULT)
+    }
+
+    /// Key (for [`Store::pack`]) of a tenant's uploaded pack in force.
+    pub fn tenant_active_pack(&self, tenant: &str) -> Result<Option<String>, StoreError> {
+        let meta = active_pack_meta(tenant);
+        Ok(self.parts.meta.get(meta.as_bytes())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Verify a session's whole log from scratch (no cache) and check that
@@ -528,7 +544,8 @@ impl Store {
                 && q.agent
                     .as_deref()
                     .is_none_or(|a| r.pointer("/action/requester_context/agent").and_then(Value::as_str) == Some(a))
-                && q.decision.is_none_or(|d| r.pointer("/decision/result").and_then(Value::as_str) == Some(d.as_str()));
+                && q.decision.is_none_or(|d| r.pointer("/decision/result").and_then(Value::as_str) == Some(d.as_str()))
+                && q.tenant.as_deref().is_none_or(|t| crate::tenants::of_record(&r) == t);
             if keep {
                 receipts.push(r);
                 if receipts.len() >= q.limit {
@@ -541,6 +558,16 @@ impl Store {
         }
         Ok(ReceiptPage { receipts, next_seq: None })
     }
+}
+
+/// Key of a tenant's uploaded pack: its hash for `default` (as before
+/// tenants), `<tenant>/<hash>` for the others.
+pub fn pack_key(tenant: &str, hash: &str) -> String {
+    if tenant == crate::tenants::DEFAULT { hash.to_owned() } else { format!("{tenant}/{hash}") }
+}
+
+fn active_pack_meta(tenant: &str) -> String {
+    if tenant == crate::tenants::DEFAULT { "active_pack".to_owned() } else { format!("active_pack/{tenant}") }
 }
 
 /// Parse RFC 3339 into Unix milliseconds.

@@ -79,6 +79,13 @@ pub struct TokenRecord {
     pub revoked_at: Option<String>,
     /// Hex SHA-256 of the secret.
     pub sha256: String,
+    /// The tenant it acts in (records made before tenants: `default`).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+}
+
+fn default_tenant() -> String {
+    crate::tenants::DEFAULT.to_owned()
 }
 
 /// What to create.
@@ -96,6 +103,9 @@ pub struct NewToken {
     /// RFC 3339 expiry; must be in the future.
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// The tenant it acts in (checked by the caller against config).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
 }
 
 struct Entry {
@@ -160,7 +170,12 @@ impl TokenStore {
         let millis = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         e.last_used.store(millis, Ordering::Relaxed);
         let identity = e.record.name.clone().unwrap_or_else(|| format!("token:{}", e.record.id));
-        Some(Caller { identity, roles: vec![e.record.role], groups: e.record.groups.clone() })
+        Some(Caller {
+            identity,
+            roles: vec![e.record.role],
+            groups: e.record.groups.clone(),
+            tenant: Some(e.record.tenant.clone()),
+        })
     }
 
     /// Create a token: the record is durable before the secret is returned.
@@ -214,6 +229,7 @@ impl TokenStore {
             expires_at,
             revoked_at: None,
             sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+            tenant: new.tenant,
         };
         self.store.put_token(&id, &to_value(&record)?)?;
         self.write()?.insert(id.clone(), entry(record.clone())?);
@@ -222,11 +238,15 @@ impl TokenStore {
 
     /// Revoke a token. It fails from the next request on (memory first), and
     /// the revocation is durable when this returns. Revoking twice keeps the
-    /// first time. Blocking (fsync): call off the async runtime.
-    pub fn revoke(&self, id: &str) -> Result<TokenRecord, TokenError> {
+    /// first time. Only a token of `tenant` (any, when `None`) is found.
+    /// Blocking (fsync): call off the async runtime.
+    pub fn revoke(&self, id: &str, tenant: Option<&str>) -> Result<TokenRecord, TokenError> {
         let record = {
             let mut by_id = self.write()?;
-            let e = by_id.get_mut(id).ok_or_else(|| TokenError::NotFound(id.to_owned()))?;
+            let e = by_id
+                .get_mut(id)
+                .filter(|e| tenant.is_none_or(|t| t == e.record.tenant))
+                .ok_or_else(|| TokenError::NotFound(id.to_owned()))?;
             if e.record.revoked_at.is_none() {
                 e.record.revoked_at = Some(format_rfc3339(OffsetDateTime::now_utc()));
             }
@@ -236,12 +256,12 @@ impl TokenStore {
         Ok(record)
     }
 
-    /// Every token, oldest first, with its state and last use since start;
-    /// never a secret nor its digest.
-    pub fn list(&self) -> Result<Vec<Value>, TokenError> {
+    /// Every token of `tenant` (any, when `None`), oldest first, with its
+    /// state and last use since start; never a secret nor its digest.
+    pub fn list(&self, tenant: Option<&str>) -> Result<Vec<Value>, TokenError> {
         let now = OffsetDateTime::now_utc();
         let by_id = self.read()?;
-        let mut entries: Vec<&Entry> = by_id.values().collect();
+        let mut entries: Vec<&Entry> = by_id.values().filter(|e| tenant.is_none_or(|t| t == e.record.tenant)).collect();
         entries.sort_by(|a, b| (&a.record.created_at, &a.record.id).cmp(&(&b.record.created_at, &b.record.id)));
         entries
             .into_iter()
@@ -294,7 +314,7 @@ mod tests {
     }
 
     fn new(role: Role) -> NewToken {
-        NewToken { role, name: Some("ci".to_owned()), groups: Vec::new(), expires_at: None }
+        NewToken { role, name: Some("ci".to_owned()), groups: Vec::new(), expires_at: None, tenant: default_tenant() }
     }
 
     #[test]
@@ -314,13 +334,17 @@ mod tests {
         assert!(tokens.authenticate(&format!("arb_000000000000_{}", &secret[17..])).is_none());
         let stored = serde_json::to_string(&tokens.store.tokens().unwrap()).unwrap();
         assert!(!stored.contains(&secret[17..]), "the secret itself is never stored");
-        let listed = serde_json::to_string(&tokens.list().unwrap()).unwrap();
+        let listed = serde_json::to_string(&tokens.list(None).unwrap()).unwrap();
         assert!(!listed.contains(&record.sha256), "the digest is not listed");
         assert!(listed.contains("\"last_used\":\"20"), "{listed}");
 
-        tokens.revoke(&record.id).unwrap();
+        // Another tenant's token is not found, not revoked.
+        assert!(matches!(tokens.revoke(&record.id, Some("acme")), Err(TokenError::NotFound(_))));
+        assert!(tokens.list(Some("acme")).unwrap().is_empty());
+        assert!(tokens.authenticate(&secret).is_some());
+        tokens.revoke(&record.id, Some("default")).unwrap();
         assert!(tokens.authenticate(&secret).is_none());
-        assert!(matches!(tokens.revoke("nope"), Err(TokenError::NotFound(_))));
+        assert!(matches!(tokens.revoke("nope", None), Err(TokenError::NotFound(_))));
     }
 
     #[test]
@@ -331,7 +355,7 @@ mod tests {
             let tokens = TokenStore::load(store(dir.path())).unwrap();
             let (_, live) = tokens.create(new(Role::Admin)).unwrap();
             let (dead_record, dead) = tokens.create(new(Role::Ingress)).unwrap();
-            tokens.revoke(&dead_record.id).unwrap();
+            tokens.revoke(&dead_record.id, None).unwrap();
             (live, dead)
         };
         let tokens = TokenStore::load(store(dir.path())).unwrap();

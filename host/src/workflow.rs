@@ -138,6 +138,13 @@ pub struct Hold {
     pub max_uses: u32,
     /// Set once resolved.
     pub resolution: Option<Resolution>,
+    /// The tenant of its session (records made before tenants: `default`).
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+}
+
+fn default_tenant() -> String {
+    crate::tenants::DEFAULT.to_owned()
 }
 
 impl Hold {
@@ -344,6 +351,7 @@ impl Workflow {
         outcome: &crate::policy::PolicyOutcome,
         pack: &PackIdentity,
         missing: Vec<String>,
+        tenant: &str,
     ) -> Hold {
         let now = time::OffsetDateTime::now_utc();
         let secs = outcome.hold_deadline_secs.unwrap_or(match kind {
@@ -377,6 +385,7 @@ impl Workflow {
             uses: 0,
             max_uses: outcome.approval_uses.unwrap_or(self.approvals.max_uses),
             resolution: None,
+            tenant: tenant.to_owned(),
         }
     }
 
@@ -604,6 +613,7 @@ pub fn follow_up_receipt(
         vendor: json!({"integration": hold.action.integration, "plugin": null, "plugin_version": null,
                        "plugin_digest": null, "plugin_bundle_digest": null, "plugin_publisher": null,
                        "event_kind": hold.action.event_kind, "reply": null}),
+        tenant: hold.tenant.clone(),
     };
     let rc = &hold.action.requester_context;
     let mut draft = ReceiptDraft::new(
@@ -656,6 +666,7 @@ mod tests {
             uses: 0,
             max_uses: 1,
             resolution: None,
+            tenant: default_tenant(),
         }
     }
 
