@@ -56,7 +56,7 @@ pub struct Granted {
     secrets: Option<BTreeMap<String, Secret>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Http {
     grant: HttpGrant,
     client: reqwest::Client,
@@ -124,11 +124,7 @@ impl Granted {
     pub fn restricted_to(&self, requested: &[&str]) -> Self {
         let keep = |name: &str| requested.contains(&name);
         Self {
-            http: self
-                .http
-                .as_ref()
-                .filter(|_| keep("http"))
-                .map(|h| Http { grant: h.grant.clone(), client: h.client.clone() }),
+            http: self.http.clone().filter(|_| keep("http")),
             kv: self.kv.clone().filter(|_| keep("kv")),
             config: self.config.clone().filter(|_| keep("config")),
             secrets: self.secrets.clone().filter(|_| keep("secrets")),
@@ -250,10 +246,11 @@ impl Kv {
         Ok([plugin.as_bytes(), b"\0", key.as_bytes()].concat())
     }
 
-    fn grant<'a>(granted: &'a Granted, kv: Option<&Self>) -> Result<&'a KvGrant, CapabilityError> {
+    /// The grant and the store, or why the call cannot be served.
+    fn open<'a>(granted: &'a Granted, kv: Option<&'a Self>) -> Result<(&'a KvGrant, &'a Self), CapabilityError> {
         match (&granted.kv, kv) {
-            (Some(grant), Some(_)) => Ok(grant),
-            (Some(_), None) => Err(CapabilityError::Failed("the key-value store is not available".to_owned())),
+            (Some(grant), Some(kv)) => Ok((grant, kv)),
+            (Some(_), None) => Err(Self::failed("not available")),
             (None, _) => Err(not_granted("kv")),
         }
     }
@@ -269,8 +266,7 @@ impl Kv {
         plugin: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>, CapabilityError> {
-        Self::grant(granted, kv)?;
-        let Some(kv) = kv else { return Err(Self::failed("not available")) };
+        let (_, kv) = Self::open(granted, kv)?;
         Ok(kv.partition.get(Self::key(plugin, key)?).map_err(Self::failed)?.map(|v| v.to_vec()))
     }
 
@@ -282,8 +278,7 @@ impl Kv {
         key: &str,
         value: &[u8],
     ) -> Result<(), CapabilityError> {
-        let grant = Self::grant(granted, kv)?;
-        let Some(kv) = kv else { return Err(Self::failed("not available")) };
+        let (grant, kv) = Self::open(granted, kv)?;
         if value.len() > grant.max_value_bytes {
             return Err(CapabilityError::Limit(format!("values are at most {} bytes", grant.max_value_bytes)));
         }
@@ -308,8 +303,7 @@ impl Kv {
 
     /// `kv.delete`.
     pub fn delete(kv: Option<&Self>, granted: &Granted, plugin: &str, key: &str) -> Result<(), CapabilityError> {
-        Self::grant(granted, kv)?;
-        let Some(kv) = kv else { return Err(Self::failed("not available")) };
+        let (_, kv) = Self::open(granted, kv)?;
         let _write = kv.writes.lock().map_err(|_| Self::failed("a writer panicked"))?;
         kv.partition.remove(Self::key(plugin, key)?).map_err(Self::failed)
     }
@@ -321,8 +315,7 @@ impl Kv {
         plugin: &str,
         prefix: &str,
     ) -> Result<Vec<String>, CapabilityError> {
-        Self::grant(granted, kv)?;
-        let Some(kv) = kv else { return Err(Self::failed("not available")) };
+        let (_, kv) = Self::open(granted, kv)?;
         let full = Self::key(plugin, prefix)?;
         let skip = plugin.len() + 1;
         let mut keys = Vec::new();

@@ -15,7 +15,8 @@
 //!
 //! Sandbox: the guest gets the `arbiter:plugin` imports (log, config, clock;
 //! from 0.2.0 also the capability imports of [`caps`], which answer
-//! `not-granted` unless the operator granted them) and an empty WASI context — `WasiCtxBuilder::new()` defaults: no preopened
+//! `not-granted` unless the operator granted them) and an empty WASI
+//! context — `WasiCtxBuilder::new()` defaults: no preopened
 //! directories, no environment, no arguments, stdin closed, stdout/stderr
 //! discarded, every socket address denied. Rust's `wasm32-wasip2` standard
 //! library imports WASI interfaces, so they are linked, but nothing reachable
