@@ -423,3 +423,40 @@ plugin = "caps"
     assert_eq!(call(&server, "caps", json!({"op": "kv-set", "key": "a", "value": "1"})).await, json!({"ok": null}));
     assert_eq!(call(&server, "caps", json!({"op": "kv-get", "key": "a"})).await, json!({"ok": "1"}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_never_outlasts_the_plugin_call_deadline() {
+    let upstream = Upstream::start().await;
+    // The grant allows 10 s per request, the plugin call only 300 ms.
+    let config = format!(
+        r#"
+[plugins]
+deadline_ms = 300
+
+[plugins.grants.caps.http]
+hosts = ["127.0.0.1:{port}"]
+timeout_ms = 10000
+
+[integrations.caps]
+plugin = "caps"
+"#,
+        port = upstream.port
+    );
+    let server =
+        Server::start_with(ServerOptions { config: Some(config), plugins: vec![("caps".to_owned(), CAPS.into())] });
+    let started = Instant::now();
+    let body =
+        json!({"session_id": "caps-deadline", "op": "http", "url": format!("http://127.0.0.1:{}/slow", upstream.port)});
+    let r = server.hook("caps", &body).await;
+    let elapsed = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(elapsed < Duration::from_secs(3), "the call took {elapsed:?}; the deadline is 300 ms");
+    // Either the fetch gave up when the call's time ran out (an error result)
+    // or the plugin was stopped at its deadline (the blocking reply): never
+    // the upstream's late answer.
+    let reply = r.json();
+    let timed_out = reply["result"]["err"]["kind"] == "failed";
+    let stopped = reply["blocked"] == true;
+    assert!(timed_out || stopped, "{reply}");
+    assert_eq!(upstream.hits(), 1, "the request was sent once");
+}
