@@ -9,9 +9,11 @@
 //!   `pub static BUNDLED: &[(&str, &[u8])]` (name, signed bundle bytes) and
 //!   `pub static PUBLISHER_KEY: [u8; 32]`, the public half of that key,
 //!   which the host trusts as the `arbiter-bundled` publisher;
-//! - sets `ARBITER_TEST_PLUGIN_FAULTY` to the path of the test-only `faulty`
-//!   plugin, which is never bundled, and `ARBITER_TEST_PLUGIN_CLAUDE_CODE` to
-//!   the claude-code component (the plugin lifecycle tests sign it).
+//! - sets `ARBITER_TEST_PLUGIN_FAULTY`, `ARBITER_TEST_PLUGIN_CAPS` and
+//!   `ARBITER_TEST_PLUGIN_CAPS_TWIN` to the paths of the test-only plugins
+//!   (`plugins/testing/`), which are never bundled, and
+//!   `ARBITER_TEST_PLUGIN_CLAUDE_CODE` to the claude-code component (the
+//!   plugin lifecycle tests sign it).
 //!
 //! Why a key per build rather than a project key: a private key in the
 //! repository (or in CI) would let anyone who reads it sign plugins every
@@ -52,7 +54,11 @@ const BUNDLED: &[(&str, &str)] = &[
 ];
 
 /// Test-only plugins: (env var set for the host's tests, artifact stem).
-const TEST_PLUGINS: &[(&str, &str)] = &[("ARBITER_TEST_PLUGIN_FAULTY", "arbiter_plugin_faulty")];
+const TEST_PLUGINS: &[(&str, &str)] = &[
+    ("ARBITER_TEST_PLUGIN_FAULTY", "arbiter_plugin_faulty"),
+    ("ARBITER_TEST_PLUGIN_CAPS", "arbiter_plugin_caps"),
+    ("ARBITER_TEST_PLUGIN_CAPS_TWIN", "arbiter_plugin_caps_twin"),
+];
 
 /// Variables cargo sets for this build script, or the user sets for the
 /// host build, that would leak into the nested guest build: host rustflags

@@ -294,6 +294,75 @@ pub struct PluginLimits {
     /// Keep compiled plugins in `<data_dir>/plugin-cache/` so a restart does
     /// not compile them again. Default = true.
     pub cache: bool,
+    /// Capabilities granted per plugin name (`[plugins.grants.<name>]`).
+    /// Deny by default: a plugin without an entry gets none.
+    pub grants: BTreeMap<String, Grant>,
+}
+
+/// What one plugin may use beyond its sandbox. Each capability is granted
+/// by its table being present.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Outbound HTTP to allow-listed hosts.
+    pub http: Option<HttpGrant>,
+    /// A key-value namespace of the plugin's own.
+    pub kv: Option<KvGrant>,
+    /// Configuration values the plugin reads by key.
+    pub config: Option<BTreeMap<String, String>>,
+    /// Secrets the plugin reads by name, each from a file or an environment
+    /// variable, resolved at start. Never logged.
+    pub secrets: Option<BTreeMap<String, SecretSource>>,
+}
+
+/// The `http` capability.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGrant {
+    /// Allowed hosts, `host` (default port of the scheme) or `host:port`.
+    /// Names are compared as written: `localhost` does not allow `127.0.0.1`.
+    pub hosts: Vec<String>,
+    /// Timeout of one request, in milliseconds; the plugin call's deadline
+    /// caps it further. Default = 5000.
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Largest response body, in bytes. Default = 1 MiB.
+    #[serde(default = "default_http_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+fn default_http_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_http_max_response_bytes() -> usize {
+    1024 * 1024
+}
+
+/// The `kv` capability.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvGrant {
+    /// Bytes of keys plus values the namespace may hold. Default = 1 MiB.
+    pub quota_bytes: u64,
+    /// Largest value, in bytes. Default = 64 KiB.
+    pub max_value_bytes: usize,
+}
+
+impl Default for KvGrant {
+    fn default() -> Self {
+        Self { quota_bytes: 1024 * 1024, max_value_bytes: 64 * 1024 }
+    }
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum SecretSource {
+    /// The contents of a file, without a trailing newline.
+    File(PathBuf),
+    /// The value of an environment variable.
+    Env(String),
 }
 
 impl Default for PluginLimits {
@@ -307,6 +376,7 @@ impl Default for PluginLimits {
             max_bundle_bytes: 64 * 1024 * 1024,
             watch_interval_ms: 2000,
             cache: true,
+            grants: BTreeMap::new(),
         }
     }
 }
@@ -447,6 +517,30 @@ impl Config {
         }
         if self.plugins.watch_interval_ms != 0 && !(100..=3_600_000).contains(&self.plugins.watch_interval_ms) {
             return bad("plugins.watch_interval_ms", "must be 0 (off) or between 100 and 3600000");
+        }
+        for (name, grant) in &self.plugins.grants {
+            if let Some(http) = &grant.http {
+                if http.hosts.is_empty() {
+                    return bad("plugins.grants", &format!("`{name}`: http.hosts must list at least one host"));
+                }
+                if !(1..=60_000).contains(&http.timeout_ms) {
+                    return bad("plugins.grants", &format!("`{name}`: http.timeout_ms must be between 1 and 60000"));
+                }
+                if !(1..=64 * 1024 * 1024).contains(&http.max_response_bytes) {
+                    return bad(
+                        "plugins.grants",
+                        &format!("`{name}`: http.max_response_bytes must be between 1 and 67108864"),
+                    );
+                }
+            }
+            if let Some(kv) = &grant.kv
+                && (kv.quota_bytes == 0 || kv.max_value_bytes == 0 || kv.max_value_bytes > 16 * 1024 * 1024)
+            {
+                return bad(
+                    "plugins.grants",
+                    &format!("`{name}`: kv.quota_bytes must be positive, kv.max_value_bytes 1 .. 16777216"),
+                );
+            }
         }
         for (name, key) in &self.plugins.publishers {
             let valid_name = !name.is_empty()

@@ -94,7 +94,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         plugins: config.plugin_dir(),
         cache: config.plugins.cache.then(|| data.join("plugin-cache")),
     };
-    let plugins = Arc::new(plugins::PluginHost::new(&config.plugins)?.with_dirs(dirs));
+    let plugins = Arc::new(plugins::PluginHost::new(&config.plugins)?.with_dirs(dirs).with_kv(store.plugin_kv()?));
     // Base versions first (the binary's, then unsigned files), then the
     // bundles installed before the last stop, which serve over them.
     plugins.load_bundled().await.context("bundled plugins")?;

@@ -375,6 +375,12 @@ impl Store {
         Ok(())
     }
 
+    /// The partition behind the plugins' key-value namespaces (the `kv`
+    /// capability); it shares the store's journal and directory.
+    pub fn plugin_kv(&self) -> Result<PartitionHandle, StoreError> {
+        Ok(self.parts.keyspace.open_partition("plugin_kv", PartitionCreateOptions::default())?)
+    }
+
     /// Every API token record (JSON), in id order.
     pub fn tokens(&self) -> Result<Vec<Value>, StoreError> {
         self.parts

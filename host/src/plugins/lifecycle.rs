@@ -32,7 +32,7 @@ use super::{BundleInfo, LoadError, Plugin, PluginHost, Slot, bundled, selftest};
 
 /// WIT packages this host links. A bundle naming another is refused before
 /// it is compiled.
-pub const SUPPORTED_WIT: &[&str] = &["arbiter:plugin@0.1.0"];
+pub const SUPPORTED_WIT: &[&str] = &[super::WIT_V1, super::WIT_V2];
 
 /// Extension of installed bundle files.
 const BUNDLE_EXT: &str = "bundle";
@@ -56,8 +56,13 @@ pub enum InstallError {
         /// What the host supports.
         supported: String,
     },
-    /// The manifest asks for capabilities this host does not grant.
-    #[error("capabilities not granted: the bundle asks for {0}; this host grants plugins no capabilities")]
+    /// The component is built against another WIT version than its
+    /// manifest declares.
+    #[error("WIT version mismatch: {0}")]
+    WitMismatch(String),
+    /// The manifest asks for capabilities the configuration does not grant
+    /// this plugin (or that its WIT version cannot call).
+    #[error("capabilities not granted: {0}")]
     Capability(String),
     /// The component does not compile, link or describe itself.
     #[error("invalid component: {0}")]
@@ -90,6 +95,7 @@ impl InstallError {
             Self::Bundle(e) => e.code(),
             Self::NameMismatch(_) => "name_mismatch",
             Self::UnsupportedWit { .. } => "unsupported_wit",
+            Self::WitMismatch(_) => "wit_mismatch",
             Self::Capability(_) => "capability_not_granted",
             Self::Component(_) => "invalid_component",
             Self::VersionMismatch { .. } => "version_mismatch",
@@ -133,11 +139,12 @@ pub struct Version {
     pub key_id: Option<String>,
     /// The vendor it serves.
     pub vendor: String,
-    /// WIT package it implements.
+    /// WIT package it was built against.
     pub wit: Option<String>,
     /// Integrations the publisher meant it for.
     pub integrations: Vec<String>,
-    /// Capabilities it asked for.
+    /// Capabilities it holds: for a bundle the ones its manifest requests,
+    /// for an unsigned file the ones granted to its name.
     pub capabilities: Vec<String>,
     /// Self-test fixtures it passed.
     pub fixtures: usize,
@@ -161,11 +168,9 @@ impl Version {
             publisher: b.map(|b| b.publisher.clone()),
             key_id: b.map(|b| b.key_id.clone()),
             vendor: plugin.info.vendor.clone(),
-            wit: b.map(|b| b.manifest.wit.clone()),
+            wit: Some(plugin.wit.to_owned()),
             integrations: b.map(|b| b.manifest.integrations.clone()).unwrap_or_default(),
-            capabilities: b
-                .map(|b| b.manifest.capability_names().into_iter().map(str::to_owned).collect())
-                .unwrap_or_default(),
+            capabilities: plugin.capabilities.iter().map(|c| (*c).to_owned()).collect(),
             fixtures: b.map_or(0, |b| b.manifest.fixtures.len()),
             origin: plugin.origin.clone(),
             loaded_at: plugin.loaded_at.clone(),
@@ -216,6 +221,40 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 impl PluginHost {
+    /// Every capability a manifest requests must be known, callable in its
+    /// WIT version, and granted to its name in the configuration. The
+    /// plugin then holds exactly what it requested.
+    fn check_capabilities(&self, manifest: &bundle::Manifest) -> Result<(), InstallError> {
+        let requested = manifest.capability_names();
+        if requested.is_empty() {
+            return Ok(());
+        }
+        let list = |names: &[&str]| names.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+        if let Some(unknown) = requested.iter().find(|c| !super::caps::NAMES.contains(c)) {
+            return Err(InstallError::Capability(format!(
+                "the bundle asks for `{unknown}`, which is not a capability (known: {})",
+                list(super::caps::NAMES)
+            )));
+        }
+        if manifest.wit != super::WIT_V2 {
+            return Err(InstallError::Capability(format!(
+                "the bundle asks for {} but implements `{}`, which has no capability imports",
+                list(&requested),
+                manifest.wit
+            )));
+        }
+        let granted = self.granted(&manifest.name);
+        let missing: Vec<&str> = requested.iter().copied().filter(|c| !granted.contains(c)).collect();
+        if !missing.is_empty() {
+            return Err(InstallError::Capability(format!(
+                "the bundle asks for {}, which `[plugins.grants.{}]` does not grant",
+                list(&missing),
+                manifest.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Verify, compile and self-test a bundle, then swap it in for its name.
     /// `expected` is the name it must carry (the `{name}` of the upload, the
     /// file name of a watched bundle).
@@ -296,12 +335,7 @@ impl PluginHost {
                 supported: SUPPORTED_WIT.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", "),
             });
         }
-        let capabilities = manifest.capability_names();
-        if !capabilities.is_empty() {
-            return Err(InstallError::Capability(
-                capabilities.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
-            ));
-        }
+        self.check_capabilities(manifest)?;
         let info = BundleInfo {
             digest: opened.digest,
             publisher: opened.publisher,
@@ -310,8 +344,10 @@ impl PluginHost {
             bytes,
         };
         let (name, version) = (info.manifest.name.clone(), info.manifest.version.clone());
-        let plugin =
-            self.compile(origin, Arc::from(opened.component), Some(info)).await.map_err(InstallError::Component)?;
+        let plugin = self.compile(origin, Arc::from(opened.component), Some(info)).await.map_err(|e| match e {
+            LoadError::WitMismatch { .. } => InstallError::WitMismatch(e.to_string()),
+            e => InstallError::Component(e),
+        })?;
         if plugin.info.name != name {
             return Err(InstallError::NameMismatch(format!(
                 "the manifest names `{name}` but the component describes itself as `{}`",

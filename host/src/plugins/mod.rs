@@ -13,8 +13,10 @@
 //! guest that spins yields to the other tasks of its worker every epoch tick
 //! until its deadline traps it.
 //!
-//! Sandbox: the guest gets the `arbiter:plugin` imports (log, config, clock)
-//! and an empty WASI context — `WasiCtxBuilder::new()` defaults: no preopened
+//! Sandbox: the guest gets the `arbiter:plugin` imports (log, config, clock;
+//! from 0.2.0 also the capability imports of [`caps`], which answer
+//! `not-granted` unless the operator granted them) and an empty WASI
+//! context — `WasiCtxBuilder::new()` defaults: no preopened
 //! directories, no environment, no arguments, stdin closed, stdout/stderr
 //! discarded, every socket address denied. Rust's `wasm32-wasip2` standard
 //! library imports WASI interfaces, so they are linked, but nothing reachable
@@ -41,8 +43,25 @@ mod bindings {
     });
 }
 
+/// `arbiter:plugin@0.2.0`: the 0.1.0 world plus the capability imports.
+/// Its `types` are the same records as 0.1.0's, mapped onto the 0.1.0
+/// bindings so both versions share one set of host types.
+#[allow(missing_docs, reason = "generated from the WIT, whose docs they carry")]
+mod bindings_v2 {
+    wasmtime::component::bindgen!({
+        path: "../wit/plugin/v0.2.0",
+        world: "adapter",
+        exports: { default: async },
+        // A fetch waits on the network: it runs async on the call's fiber,
+        // so the worker thread is never blocked.
+        imports: { "arbiter:plugin/http/fetch": async },
+        with: { "arbiter:plugin/types@0.2.0": super::bindings::arbiter::plugin::types },
+    });
+}
+
 pub mod bundle;
 mod cache;
+pub mod caps;
 mod lifecycle;
 mod selftest;
 pub mod stats;
@@ -70,6 +89,12 @@ pub use lifecycle::{InstallError, Installed, RegistryError, SUPPORTED_WIT, SlotV
 
 pub use bindings::arbiter::plugin::types as wit;
 use bindings::arbiter::plugin::{clock, config as wit_config, log as wit_log};
+use bindings_v2::arbiter::plugin as v2;
+use caps::{Granted, Kv};
+
+/// The WIT versions of the adapter world this host serves.
+const WIT_V1: &str = "arbiter:plugin@0.1.0";
+const WIT_V2: &str = "arbiter:plugin@0.2.0";
 
 /// Epoch tick length. Deadlines are whole ticks, so this is their
 /// resolution; a 1 ms ticker costs one atomic increment per millisecond.
@@ -108,14 +133,23 @@ pub enum LoadError {
     /// The engine could not be configured.
     #[error("cannot configure the WebAssembly engine: {0}")]
     Engine(String),
-    /// The bytes are not a valid component, or it does not implement the
-    /// `arbiter:plugin@0.1.0` adapter world.
-    #[error("plugin `{origin}` is not a valid arbiter:plugin@0.1.0 adapter component: {reason}")]
+    /// The bytes are not a valid component, or it does not implement an
+    /// `arbiter:plugin` adapter world this host serves (0.1.0, 0.2.0).
+    #[error("plugin `{origin}` is not a valid arbiter:plugin adapter component: {reason}")]
     Invalid {
         /// File or bundled name.
         origin: String,
         /// Why.
         reason: String,
+    },
+    /// The bundle's manifest names another WIT version than the one the
+    /// component is built against.
+    #[error("the manifest declares `{manifest}`, but the component is built against `{component}`")]
+    WitMismatch {
+        /// The manifest's `wit`.
+        manifest: String,
+        /// The version the component imports.
+        component: &'static str,
     },
     /// `describe` failed or returned something unusable.
     #[error("plugin `{origin}` failed its self-description: {reason}")]
@@ -151,8 +185,67 @@ pub struct Plugin {
     pub bundle: Option<BundleInfo>,
     /// RFC 3339 time it was loaded.
     pub loaded_at: String,
+    /// The `arbiter:plugin` version the component was built against.
+    pub wit: &'static str,
+    /// The capabilities it holds (always none for a 0.1.0 plugin).
+    pub capabilities: Vec<&'static str>,
+    granted: Arc<Granted>,
     stats: CallStats,
-    pre: bindings::AdapterPre<PluginState>,
+    pre: Pre,
+}
+
+/// A linked component of either WIT version.
+enum Pre {
+    V1(bindings::AdapterPre<PluginState>),
+    V2(bindings_v2::AdapterPre<PluginState>),
+}
+
+/// An instance of either WIT version; both export the same functions over
+/// the same types.
+enum Adapter {
+    V1(bindings::Adapter),
+    V2(bindings_v2::Adapter),
+}
+
+impl Pre {
+    async fn instantiate(&self, store: &mut Store<PluginState>) -> anyhow::Result<Adapter> {
+        Ok(match self {
+            Self::V1(pre) => Adapter::V1(pre.instantiate_async(store).await?),
+            Self::V2(pre) => Adapter::V2(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+impl Adapter {
+    async fn describe(&self, store: &mut Store<PluginState>) -> anyhow::Result<wit::PluginInfo> {
+        match self {
+            Self::V1(a) => a.call_describe(store).await,
+            Self::V2(a) => a.call_describe(store).await,
+        }
+    }
+
+    async fn decode(
+        &self,
+        store: &mut Store<PluginState>,
+        request: &wit::HttpRequest,
+    ) -> anyhow::Result<Result<wit::Decoded, wit::DecodeError>> {
+        match self {
+            Self::V1(a) => a.call_decode(store, request).await,
+            Self::V2(a) => a.call_decode(store, request).await,
+        }
+    }
+
+    async fn encode(
+        &self,
+        store: &mut Store<PluginState>,
+        request: &wit::HttpRequest,
+        verdict: &wit::Verdict,
+    ) -> anyhow::Result<wit::HttpResponse> {
+        match self {
+            Self::V1(a) => a.call_encode(store, request, verdict).await,
+            Self::V2(a) => a.call_encode(store, request, verdict).await,
+        }
+    }
 }
 
 /// What a plugin's signed bundle says about it.
@@ -228,6 +321,13 @@ struct PluginState {
     logs: u32,
     /// Epoch ticks this call has run; past the deadline it traps.
     ticks: u64,
+    /// Capabilities of this plugin, and the store behind `kv`.
+    granted: Arc<Granted>,
+    kv: Option<Kv>,
+    /// Milliseconds spent waiting in capability calls, during which no
+    /// epoch tick reaches the guest; they count against the deadline.
+    waited_ms: u64,
+    deadline_ms: u64,
 }
 
 impl WasiView for PluginState {
@@ -297,6 +397,81 @@ impl clock::Host for PluginState {
     }
 }
 
+// 0.2.0: the unchanged interfaces answer as in 0.1.0.
+impl v2::log::Host for PluginState {
+    fn log(&mut self, level: v2::log::Level, message: String) {
+        let level = match level {
+            v2::log::Level::Trace => wit_log::Level::Trace,
+            v2::log::Level::Debug => wit_log::Level::Debug,
+            v2::log::Level::Info => wit_log::Level::Info,
+            v2::log::Level::Warn => wit_log::Level::Warn,
+            v2::log::Level::Error => wit_log::Level::Error,
+        };
+        wit_log::Host::log(self, level, message);
+    }
+}
+
+impl v2::config::Host for PluginState {
+    fn get(&mut self, key: String) -> Option<String> {
+        wit_config::Host::get(self, key)
+    }
+}
+
+impl v2::clock::Host for PluginState {
+    fn now_millis(&mut self) -> u64 {
+        clock::Host::now_millis(self)
+    }
+}
+
+impl v2::capabilities::Host for PluginState {}
+
+impl v2::http::Host for PluginState {
+    async fn fetch(
+        &mut self,
+        request: v2::http::Request,
+    ) -> Result<v2::http::Response, v2::capabilities::CapabilityError> {
+        let used = self.ticks + self.waited_ms;
+        let budget = Duration::from_millis(self.deadline_ms.saturating_sub(used));
+        let start = Instant::now();
+        let result = caps::fetch(&self.granted, request, budget).await;
+        self.waited_ms += u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = &result {
+            tracing::debug!(plugin = &*self.plugin, error = ?e, "plugin http fetch failed");
+        }
+        result
+    }
+}
+
+impl v2::kv::Host for PluginState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, v2::capabilities::CapabilityError> {
+        Kv::get(self.kv.as_ref(), &self.granted, &self.plugin, &key)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), v2::capabilities::CapabilityError> {
+        Kv::set(self.kv.as_ref(), &self.granted, &self.plugin, &key, &value)
+    }
+
+    fn delete(&mut self, key: String) -> Result<(), v2::capabilities::CapabilityError> {
+        Kv::delete(self.kv.as_ref(), &self.granted, &self.plugin, &key)
+    }
+
+    fn list_prefix(&mut self, prefix: String) -> Result<Vec<String>, v2::capabilities::CapabilityError> {
+        Kv::list(self.kv.as_ref(), &self.granted, &self.plugin, &prefix)
+    }
+}
+
+impl v2::plugin_config::Host for PluginState {
+    fn get(&mut self, key: String) -> Result<Option<String>, v2::capabilities::CapabilityError> {
+        caps::config(&self.granted, &key)
+    }
+}
+
+impl v2::secrets::Host for PluginState {
+    fn get(&mut self, name: String) -> Result<String, v2::capabilities::CapabilityError> {
+        caps::secret(&self.granted, &name)
+    }
+}
+
 /// Advances the engine's epoch every [`TICK`]. Holds only a weak reference,
 /// so it ends by itself when the engine is dropped.
 struct EpochTicker;
@@ -342,6 +517,11 @@ pub struct PluginDirs {
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<PluginState>,
+    /// The 0.2.0 world's linker: the same WASI plus the capability imports.
+    linker_v2: Linker<PluginState>,
+    /// Capabilities granted per plugin name, resolved at start.
+    grants: BTreeMap<String, Arc<Granted>>,
+    kv: Option<Kv>,
     /// Every name's slot. A request loads the map once and keeps the
     /// `Arc<Plugin>` it found, so a swap never changes the plugin under a
     /// call in flight: it finishes on the version it started with.
@@ -404,6 +584,14 @@ impl PluginHost {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         bindings::Adapter::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)
             .map_err(engine_err)?;
+        let mut linker_v2 = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker_v2).map_err(engine_err)?;
+        bindings_v2::Adapter::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker_v2, |s| s)
+            .map_err(engine_err)?;
+        let mut grants = BTreeMap::new();
+        for (name, grant) in &limits.grants {
+            grants.insert(name.clone(), Arc::new(Granted::resolve(name, grant).map_err(LoadError::Engine)?));
+        }
         let ticker = EpochTicker::start(&engine)?;
         let mut trust = bundle::Trust::default();
         for (name, key) in &limits.publishers {
@@ -417,6 +605,9 @@ impl PluginHost {
         Ok(Self {
             engine,
             linker,
+            linker_v2,
+            grants,
+            kv: None,
             registry: ArcSwap::from_pointee(BTreeMap::new()),
             writer: tokio::sync::Mutex::new(()),
             seen: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
@@ -440,6 +631,17 @@ impl PluginHost {
         self.cache = dirs.cache.as_deref().map(|d| cache::ArtefactCache::new(d, &self.engine));
         self.dirs = Some(dirs);
         self
+    }
+
+    /// Serve the `kv` capability from `partition`.
+    pub fn with_kv(mut self, partition: fjall::PartitionHandle) -> Self {
+        self.kv = Some(Kv::new(partition));
+        self
+    }
+
+    /// Capability names granted to plugin `name` in the configuration.
+    pub fn granted(&self, name: &str) -> Vec<&'static str> {
+        self.grants.get(name).map(|g| g.names()).unwrap_or_default()
     }
 
     /// Compile (or load from the cache) on a blocking thread, link and
@@ -469,16 +671,42 @@ impl PluginHost {
         .await
         .map_err(|e| invalid(e.to_string()))?
         .map_err(|e| invalid(format!("{e:#}")))?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
-        let pre = bindings::AdapterPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
+        // A component that imports no `arbiter:plugin` interface links
+        // against either world: it takes its manifest's version.
+        let wit = match (wit_version(&self.engine, &component).map_err(invalid)?, &bundle) {
+            (Some(wit), Some(b)) if b.manifest.wit != wit => {
+                return Err(LoadError::WitMismatch { manifest: b.manifest.wit.clone(), component: wit });
+            }
+            (Some(wit), _) => wit,
+            (None, Some(b)) if b.manifest.wit == WIT_V2 => WIT_V2,
+            (None, _) => WIT_V1,
+        };
+        let pre = if wit == WIT_V2 {
+            let pre = self.linker_v2.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
+            Pre::V2(bindings_v2::AdapterPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?)
+        } else {
+            let pre = self.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
+            Pre::V1(bindings::AdapterPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?)
+        };
         let digest = format!("sha256:{sha256}");
         let describe_err = |reason: String| LoadError::Describe { origin: origin.to_owned(), reason };
-        let mut store = self.store(origin, Arc::new(BTreeMap::new()));
-        let instance = pre.instantiate_async(&mut store).await.map_err(|e| describe_err(format!("{e:#}")))?;
-        let info = instance.call_describe(&mut store).await.map_err(|e| describe_err(classify(&e, &store).message))?;
+        // `describe` runs without capabilities: it only says what the plugin is.
+        let mut store = self.store(origin, Arc::new(BTreeMap::new()), Arc::default());
+        let instance = pre.instantiate(&mut store).await.map_err(|e| describe_err(format!("{e:#}")))?;
+        let info = instance.describe(&mut store).await.map_err(|e| describe_err(classify(&e, &store).message))?;
         if info.name.is_empty() || !info.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(describe_err(format!("plugin name `{}` must be [A-Za-z0-9_-]+", info.name)));
         }
+        // A bundle gets what its manifest requests (the install checked that
+        // each is granted); an unsigned file every capability granted to its
+        // name; a 0.1.0 component cannot call any.
+        let granted = match (wit, self.grants.get(&info.name)) {
+            (WIT_V2, Some(g)) => match &bundle {
+                Some(b) => Arc::new(g.restricted_to(&b.manifest.capability_names())),
+                None => g.clone(),
+            },
+            _ => Arc::default(),
+        };
         if serde_json::from_slice::<Value>(&info.blocking_reply.body).is_err() {
             return Err(describe_err("blocking-reply body is not JSON".to_owned()));
         }
@@ -491,6 +719,9 @@ impl PluginHost {
             info,
             bundle,
             loaded_at: crate::model::now_rfc3339(),
+            wit,
+            capabilities: granted.names(),
+            granted,
             stats: CallStats::default(),
             pre,
         }))
@@ -534,8 +765,8 @@ impl PluginHost {
         self.registry.load().values().map(|slot| slot.current.clone()).collect()
     }
 
-    fn store(&self, plugin: &str, settings: Settings) -> Store<PluginState> {
-        new_store(&self.engine, &self.limits, plugin, settings)
+    fn store(&self, plugin: &str, settings: Settings, granted: Arc<Granted>) -> Store<PluginState> {
+        new_store(&self.engine, &self.limits, plugin, settings, granted, self.kv.clone())
     }
 
     /// Run `decode` in a fresh instance and check its output.
@@ -573,7 +804,7 @@ impl PluginHost {
         request: Arc<wit::HttpRequest>,
     ) -> Result<Result<wit::Decoded, wit::DecodeError>, Fault> {
         let mut call = self.instance(plugin, settings).await?;
-        let result = call.adapter.call_decode(&mut call.store, &request).await.map_err(|e| call.fault(&e))?;
+        let result = call.adapter.decode(&mut call.store, &request).await.map_err(|e| call.fault(&e))?;
         if let Ok(decoded) = &result
             && decoded.events.len() > MAX_EVENTS
         {
@@ -608,7 +839,7 @@ impl PluginHost {
         verdict: wit::Verdict,
     ) -> Result<wit::HttpResponse, Fault> {
         let mut call = self.instance(plugin, settings).await?;
-        let reply = call.adapter.call_encode(&mut call.store, &request, &verdict).await.map_err(|e| call.fault(&e))?;
+        let reply = call.adapter.encode(&mut call.store, &request, &verdict).await.map_err(|e| call.fault(&e))?;
         if !(200..=599).contains(&reply.status) {
             return Err(malformed(format!("encode returned HTTP status {}", reply.status)));
         }
@@ -626,8 +857,8 @@ impl PluginHost {
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| {
             Fault::new(FaultComponent::Plugin, FaultKind::Unavailable, "the plugin runtime is shutting down")
         })?;
-        let mut store = new_store(&self.engine, &self.limits, &plugin.name, settings);
-        let adapter = plugin.pre.instantiate_async(&mut store).await.map_err(|e| classify(&e, &store))?;
+        let mut store = self.store(&plugin.name, settings, plugin.granted.clone());
+        let adapter = plugin.pre.instantiate(&mut store).await.map_err(|e| classify(&e, &store))?;
         Ok(Call { store, adapter, _permit: permit })
     }
 }
@@ -635,7 +866,7 @@ impl PluginHost {
 /// One plugin call in progress: its store, instance and pool slot.
 struct Call {
     store: Store<PluginState>,
-    adapter: bindings::Adapter,
+    adapter: Adapter,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -645,7 +876,14 @@ impl Call {
     }
 }
 
-fn new_store(engine: &Engine, limits: &PluginLimits, plugin: &str, settings: Settings) -> Store<PluginState> {
+fn new_store(
+    engine: &Engine,
+    limits: &PluginLimits,
+    plugin: &str,
+    settings: Settings,
+    granted: Arc<Granted>,
+    kv: Option<Kv>,
+) -> Store<PluginState> {
     let state = PluginState {
         wasi: WasiCtx::builder().build(),
         table: ResourceTable::new(),
@@ -657,6 +895,10 @@ fn new_store(engine: &Engine, limits: &PluginLimits, plugin: &str, settings: Set
         plugin: Arc::from(plugin),
         logs: 0,
         ticks: 0,
+        granted,
+        kv,
+        waited_ms: 0,
+        deadline_ms: limits.deadline_ms,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -667,7 +909,7 @@ fn new_store(engine: &Engine, limits: &PluginLimits, plugin: &str, settings: Set
     store.epoch_deadline_callback(move |mut ctx| {
         let state = ctx.data_mut();
         state.ticks += 1;
-        if state.ticks >= budget {
+        if state.ticks + state.waited_ms >= budget {
             return Err(Trap::Interrupt.into());
         }
         Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
@@ -705,6 +947,26 @@ fn classify(error: &anyhow::Error, store: &Store<PluginState>) -> Fault {
         Some(trap) => Fault::new(FaultComponent::Plugin, FaultKind::Trap, format!("plugin trapped: {trap}")),
         None => Fault::new(FaultComponent::Plugin, FaultKind::Trap, format!("plugin call failed: {first}")),
     }
+}
+
+/// The `arbiter:plugin` version whose interfaces a component imports; `None`
+/// when it imports none of them.
+fn wit_version(engine: &Engine, component: &Component) -> Result<Option<&'static str>, String> {
+    let ty = component.component_type();
+    let mut found: Option<&'static str> = None;
+    for (name, _) in ty.imports(engine) {
+        let Some(rest) = name.strip_prefix("arbiter:plugin/") else { continue };
+        let version = match rest.rsplit_once('@').map(|(_, v)| v) {
+            Some("0.1.0") => WIT_V1,
+            Some("0.2.0") => WIT_V2,
+            _ => return Err(format!("import `{name}` is of no `arbiter:plugin` version this host serves")),
+        };
+        if found.is_some_and(|f| f != version) {
+            return Err("the component imports interfaces of two `arbiter:plugin` versions".to_owned());
+        }
+        found = Some(version);
+    }
+    Ok(found)
 }
 
 /// Refuse core modules and non-WebAssembly files with a clear message
