@@ -14,6 +14,8 @@
 pub mod alignment;
 pub mod api;
 pub mod auth;
+pub mod bundle;
+pub mod checkpoint;
 pub mod classify;
 pub mod config;
 pub mod context;
@@ -31,6 +33,7 @@ pub mod receipts;
 pub mod shim;
 pub mod store;
 pub mod tokens;
+pub mod tlog;
 pub mod workflow;
 
 use std::sync::Arc;
@@ -74,7 +77,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )?;
     let key = Arc::new(ReceiptKey::load_or_create(&data.join("keys").join(ReceiptKey::FILE_NAME))?);
 
-    let store = store::Store::open(&data.join("store"), key.clone(), config.store.max_batch)
+    let store = store::Store::open_with(&data.join("store"), key.clone(), config.store.max_batch, config.log.options())
         .context("cannot open the store")?;
 
     // An uploaded pack stays in force across restarts; otherwise the
