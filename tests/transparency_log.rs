@@ -449,7 +449,10 @@ async fn altered_receipts_and_rewritten_history_are_detected() {
     server.restart();
     let altered = server.admin_json(&format!("/v1/receipts/{}", ids[0])).await;
     assert_eq!(altered["decision"]["result"], "ALLOW");
-    assert!(common::verify_receipts(std::slice::from_ref(&altered), &server.keys().await).is_ok(), "the forgery is well signed");
+    assert!(
+        common::verify_receipts(std::slice::from_ref(&altered), &server.keys().await).is_ok(),
+        "the forgery is well signed"
+    );
     // …but its leaf is not the one the checkpoint committed to.
     assert!(!verify_inclusion(&jcs(&altered), 0, old.size, &old.root, &proof_of(&proof, "inclusion_proof")));
     let fresh = server.admin_json(&format!("/v1/receipts/{}/proof?tree_size=6", ids[0])).await;

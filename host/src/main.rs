@@ -200,8 +200,9 @@ enum ReceiptsCommand {
         /// Ask this Arbiter (`GET /v1/receipts/{id}/bundle`).
         #[arg(long)]
         url: Option<String>,
-        /// File holding the admin token for `--url` (else `ARBITER_ADMIN_TOKEN`).
-        #[arg(long, env = "ARBITER_ADMIN_TOKEN_FILE")]
+        /// File holding an auditor (or admin) credential for `--url`; the
+        /// `ARBITER_TOKEN` variable takes precedence.
+        #[arg(long, env = "ARBITER_TOKEN_FILE")]
         token_file: Option<PathBuf>,
         /// Where to write the bundle [default: stdout].
         #[arg(long)]
@@ -742,12 +743,12 @@ fn export(
     let bytes = match (data_dir, url) {
         (Some(dir), _) => runtime.block_on(export_local(dir, id))?,
         (None, Some(url)) => {
-            let token = std::env::var("ARBITER_ADMIN_TOKEN")
+            let token = std::env::var("ARBITER_TOKEN")
                 .ok()
                 .filter(|t| !t.trim().is_empty())
                 .or_else(|| token_file.and_then(|f| std::fs::read_to_string(f).ok()))
                 .map(|t| t.trim().to_owned())
-                .ok_or("no admin token: pass --token-file or set ARBITER_ADMIN_TOKEN")?;
+                .ok_or("no auditor credential: set ARBITER_TOKEN or pass --token-file")?;
             runtime.block_on(export_remote(url, &token, id))?
         }
         (None, None) => return Err("give --data-dir or --url".to_owned()),

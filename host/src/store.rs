@@ -1032,3 +1032,55 @@ fn fail(job: Job, err: impl Fn() -> StoreError) {
         Job::Checkpoint(reply) => drop(reply.send(Err(err()))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement: writes a million leaves (~40 s); run with --ignored --nocapture"]
+    // Proofs stay O(log n) reads against fjall at a million leaves.
+    fn proof_latency_at_a_million_leaves() {
+        const N: u64 = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Arc::new(ReceiptKey::generate()), 64).unwrap();
+        let parts = &store.parts;
+        let mut frontier = Frontier::default();
+        let mut batch = parts.keyspace.batch();
+        for i in 0..N + 12_345 {
+            for (node, hash) in frontier.append(crate::tlog::leaf_hash(&i.to_be_bytes())) {
+                batch.insert(&parts.log_nodes, node.key(), hash);
+            }
+            if batch.len() >= 50_000 {
+                batch.commit().unwrap();
+                batch = parts.keyspace.batch();
+            }
+        }
+        batch.commit().unwrap();
+        let size = frontier.size();
+        let root = crate::tlog::root_at(size, parts).unwrap();
+        assert_eq!(root, frontier.root());
+        let mut inclusion = Vec::new();
+        let mut consistency = Vec::new();
+        for k in 0..200u64 {
+            let index = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) % size;
+            let t = Instant::now();
+            let proof = crate::tlog::inclusion_proof(index, size, parts).unwrap();
+            inclusion.push(t.elapsed());
+            crate::tlog::verify_inclusion(&index.to_be_bytes(), index, size, &root, &proof).unwrap();
+            let old = index + 1;
+            let t = Instant::now();
+            let proof = crate::tlog::consistency_proof(old, size, parts).unwrap();
+            consistency.push(t.elapsed());
+            let old_root = crate::tlog::root_at(old, parts).unwrap();
+            crate::tlog::verify_consistency(old, &old_root, size, &root, &proof).unwrap();
+        }
+        inclusion.sort();
+        consistency.sort();
+        println!(
+            "tree of {size} leaves: inclusion proof p50 {:?} max {:?}; consistency proof p50 {:?} max {:?}",
+            inclusion[100], inclusion[199], consistency[100], consistency[199]
+        );
+    }
+}
