@@ -32,8 +32,8 @@ pub mod policy;
 pub mod receipts;
 pub mod shim;
 pub mod store;
-pub mod tokens;
 pub mod tlog;
+pub mod tokens;
 pub mod workflow;
 
 use std::sync::Arc;

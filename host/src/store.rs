@@ -254,6 +254,11 @@ fn decision_code(d: &str) -> u8 {
     Decision::parse(d).map_or(0xff, |d| d.severity())
 }
 
+/// How long `open` waits for the directory lock. A store dropped in this
+/// process lets go of it when its writer thread has drained its queue,
+/// a moment later; another process holding it is refused after this wait.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// Take the store directory's exclusive lock (released by the kernel when
 /// the process exits, however it exits).
 fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
@@ -265,12 +270,16 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::Refused(format!("cannot open `{}`: {e}", path.display())))?;
-    file.try_lock().map_err(|_| {
-        StoreError::Refused(format!(
-            "the store `{}` is in use by another process (is `arbiter serve` running on it?)",
-            dir.display()
-        ))
-    })?;
+    let started = Instant::now();
+    while file.try_lock().is_err() {
+        if started.elapsed() >= LOCK_WAIT {
+            return Err(StoreError::Refused(format!(
+                "the store `{}` is in use by another process (is `arbiter serve` running on it?)",
+                dir.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(file)
 }
 
