@@ -256,7 +256,7 @@ async fn bundles_verify_offline_and_any_altered_byte_fails() {
     assert_eq!(code, Some(1), "{out}");
 
     // Flipping a byte anywhere fails: a dense sample through the binary
-    // (the unit test `bundle::tests::every_altered_byte_fails` does every byte).
+    // (the unit test `receipt_bundle::tests::every_altered_byte_fails` does every byte).
     let altered = dir.join("altered.json");
     let ap = altered.to_str().unwrap();
     let started = Instant::now();

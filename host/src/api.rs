@@ -625,7 +625,7 @@ async fn receipt_proof(
 /// `GET /v1/receipts/{id}/bundle`: the offline bundle, checkpointing first
 /// when the latest checkpoint predates the receipt.
 async fn receipt_bundle(State(state): State<AppState>, Path(receipt_id): Path<String>) -> Result<Response, ApiError> {
-    use crate::bundle::{BundleError, assemble};
+    use crate::receipt_bundle::{BundleError, assemble};
     let store = state.pipeline.store();
     let keyring = [state.key.verifying_key()];
     let bundle = match assemble(store, &receipt_id, &keyring) {

@@ -14,7 +14,6 @@
 pub mod alignment;
 pub mod api;
 pub mod auth;
-pub mod bundle;
 pub mod checkpoint;
 pub mod classify;
 pub mod config;
@@ -29,6 +28,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod plugins;
 pub mod policy;
+pub mod receipt_bundle;
 pub mod receipts;
 pub mod shim;
 pub mod store;

@@ -716,10 +716,11 @@ fn verify_bundle(bundle: &Path, keys: Option<&Path>) -> Result<String, String> {
     let trusted = keys.map(read_keys).transpose()?;
     let file = std::fs::File::open(bundle).map_err(|e| format!("cannot read `{}`: {e}", bundle.display()))?;
     let mut bytes = Vec::new();
-    file.take(arbiter::bundle::MAX_BUNDLE_SIZE as u64 + 1)
+    file.take(arbiter::receipt_bundle::MAX_BUNDLE_SIZE as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read `{}`: {e}", bundle.display()))?;
-    let v = arbiter::bundle::verify(&bytes, trusted.as_ref()).map_err(|e| format!("`{}`: {e}", bundle.display()))?;
+    let v = arbiter::receipt_bundle::verify(&bytes, trusted.as_ref())
+        .map_err(|e| format!("`{}`: {e}", bundle.display()))?;
     let mut msg = format!(
         "ok: receipt {} is leaf {} of log `{}` at tree size {} (root {}); receipt signed by {}, checkpoint by {}",
         v.receipt_id, v.leaf_index, v.origin, v.tree_size, v.root, v.receipt_key, v.checkpoint_key
@@ -753,7 +754,7 @@ fn export(
         }
         (None, None) => return Err("give --data-dir or --url".to_owned()),
     };
-    arbiter::bundle::verify(&bytes, None).map_err(|e| format!("the bundle does not verify: {e}"))?;
+    arbiter::receipt_bundle::verify(&bytes, None).map_err(|e| format!("the bundle does not verify: {e}"))?;
     match out {
         Some(path) => std::fs::write(path, &bytes).map_err(|e| format!("cannot write `{}`: {e}", path.display())),
         None => {
@@ -764,7 +765,7 @@ fn export(
 }
 
 async fn export_local(dir: &Path, id: &str) -> Result<Vec<u8>, String> {
-    use arbiter::bundle::{BundleError, assemble};
+    use arbiter::receipt_bundle::{BundleError, assemble};
     let key = ReceiptKey::load(&dir.join("keys").join(ReceiptKey::FILE_NAME)).map_err(|e| e.to_string())?;
     let keyring = [key.verifying_key()];
     let store = arbiter::store::Store::open_with(
