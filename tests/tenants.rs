@@ -338,7 +338,14 @@ async fn tenants_decide_apart_and_cannot_reach_each_other() {
                 continue;
             }
             let r = call(&server, &route.method, &path, credential, body).await;
-            if route.path.starts_with("/v1/plugins") {
+            if route.path.starts_with("/v1/log/") {
+                // The deployment's one log: hashes and signed checkpoints,
+                // which name no receipt, session or tenant.
+                assert!(![401, 403].contains(&r.status), "{what} as {name}: {}", r.text);
+                for s in secrets {
+                    assert!(!r.text.contains(s), "{what} as {name} shows acme's `{s}`: {}", r.text);
+                }
+            } else if route.path.starts_with("/v1/plugins") {
                 // Shared by every tenant: a tenant's admin may not touch them.
                 assert_eq!(r.status, 403, "{what} as {name}: {}", r.text);
                 assert_eq!(r.json()["error"]["code"], "forbidden");

@@ -425,13 +425,8 @@ async fn studio_loop(base: String, duration: Duration) -> (Histogram<u64>, u64, 
         let (http, url) = (http.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            let ok = http
-                .post(&url)
-                .bearer_auth(STUDIO_TOKEN)
-                .json(&body)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
+            let ok =
+                http.post(&url).bearer_auth(STUDIO_TOKEN).json(&body).send().await.is_ok_and(|r| r.status() == 200);
             (t0.elapsed(), ok)
         }));
         n += 1;

@@ -178,7 +178,10 @@ impl From<WorkflowError> for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            crate::store::StoreError::Log(crate::tlog::TlogError::OutOfRange(m)) => Self::BadRequest(m),
+            e => Self::Internal(e.to_string()),
+        }
     }
 }
 
@@ -267,6 +270,10 @@ pub fn routes_with(hook_body_limit: usize, bundle_limit: usize) -> Vec<Route> {
         // Read-only review.
         Route::new(M::GET, "/v1/receipts", Auditor, get(list_receipts)),
         Route::new(M::GET, "/v1/receipts/{receipt_id}", Auditor, get(get_receipt)),
+        Route::new(M::GET, "/v1/receipts/{receipt_id}/proof", Auditor, get(receipt_proof)),
+        Route::new(M::GET, "/v1/receipts/{receipt_id}/bundle", Auditor, get(receipt_bundle)),
+        Route::new(M::GET, "/v1/log/checkpoint", Auditor, get(log_checkpoint)),
+        Route::new(M::GET, "/v1/log/consistency", Auditor, get(log_consistency)),
         Route::new(M::GET, "/v1/keys", Auditor, get(keys)),
         Route::new(M::GET, "/v1/sessions/{session_id}", Auditor, get(session)),
         Route::new(M::GET, "/v1/sessions/{session_id}/verify", Auditor, get(verify_session)),
@@ -641,8 +648,136 @@ async fn get_receipt(
         .ok_or_else(|| ApiError::NotFound(format!("no receipt `{receipt_id}`")))
 }
 
-async fn keys(State(state): State<AppState>) -> Json<Value> {
-    Json(keys_document(&state.key))
+/// 404 unless the receipt exists and is the caller's tenant's: a proof or
+/// bundle must not reveal another tenant's receipt.
+fn visible_receipt(state: &AppState, caller: &Caller, receipt_id: &str) -> Result<(), ApiError> {
+    state
+        .pipeline
+        .store()
+        .receipt(receipt_id)?
+        .filter(|r| caller.sees(crate::tenants::of_record(r)))
+        .map(|_| ())
+        .ok_or_else(|| ApiError::NotFound(format!("no receipt `{receipt_id}`")))
+}
+
+fn b64_hashes(hashes: &[crate::tlog::Hash]) -> Vec<String> {
+    hashes.iter().map(|h| base64::engine::general_purpose::STANDARD.encode(h)).collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProofParams {
+    tree_size: Option<u64>,
+}
+
+/// `GET /v1/receipts/{id}/proof`: the receipt's inclusion proof in the tree
+/// of `tree_size` leaves (default: the latest checkpoint's).
+async fn receipt_proof(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(receipt_id): Path<String>,
+    params: Result<Query<ProofParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    visible_receipt(&state, &caller, &receipt_id)?;
+    let store = state.pipeline.store();
+    let (seq, _) =
+        store.receipt_leaf(&receipt_id)?.ok_or_else(|| ApiError::NotFound(format!("no receipt `{receipt_id}`")))?;
+    let size = match p.tree_size {
+        Some(size) => size,
+        None => match store.latest_checkpoint()? {
+            Some((size, _)) if size > seq => size,
+            _ => {
+                return Err(ApiError::Conflict(format!(
+                    "receipt `{receipt_id}` is not in a checkpoint yet; retry after the next one, or GET its bundle"
+                )));
+            }
+        },
+    };
+    let proof = store.inclusion_proof(seq, size)?;
+    Ok(Json(json!({
+        "receipt_id": receipt_id,
+        "leaf_index": seq,
+        "tree_size": size,
+        "inclusion_proof": b64_hashes(&proof),
+        "checkpoint": store.checkpoint(size)?,
+    })))
+}
+
+/// `GET /v1/receipts/{id}/bundle`: the offline bundle, checkpointing first
+/// when the latest checkpoint predates the receipt.
+async fn receipt_bundle(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    Path(receipt_id): Path<String>,
+) -> Result<Response, ApiError> {
+    use crate::receipt_bundle::{BundleError, assemble};
+    visible_receipt(&state, &caller, &receipt_id)?;
+    let store = state.pipeline.store();
+    let keyring = [state.key.verifying_key()];
+    let bundle = match assemble(store, &receipt_id, &keyring) {
+        Err(BundleError::NotCheckpointed(_)) => {
+            store.checkpoint_now().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            assemble(store, &receipt_id, &keyring)
+        }
+        other => other,
+    }
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .ok_or_else(|| ApiError::NotFound(format!("no receipt `{receipt_id}`")))?;
+    let bytes = bundle.to_bytes().map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// `GET /v1/log/checkpoint`: the latest signed checkpoint note.
+async fn log_checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (_, note) = state
+        .pipeline
+        .store()
+        .latest_checkpoint()?
+        .ok_or_else(|| ApiError::NotFound("no checkpoint yet: the log is empty or young".to_owned()))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyParams {
+    first: u64,
+    second: Option<u64>,
+}
+
+/// `GET /v1/log/consistency?first=&second=`: proof that the tree of `first`
+/// leaves is a prefix of the tree of `second` (default: latest checkpoint).
+async fn log_consistency(
+    State(state): State<AppState>,
+    params: Result<Query<ConsistencyParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let store = state.pipeline.store();
+    let second = match p.second {
+        Some(s) => s,
+        None => store
+            .latest_checkpoint()?
+            .map(|(s, _)| s)
+            .ok_or_else(|| ApiError::NotFound("no checkpoint yet".to_owned()))?,
+    };
+    let proof = store.consistency_proof(p.first, second)?;
+    Ok(Json(json!({
+        "first": p.first,
+        "second": second,
+        "consistency_proof": b64_hashes(&proof),
+        "checkpoint": store.checkpoint(second)?,
+    })))
+}
+
+async fn keys(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut doc = keys_document(&state.key);
+    // Checkpoints are signed notes: their verifier key names the log.
+    let origin = state.pipeline.store().log_origin()?;
+    doc["log"] = json!({
+        "origin": origin,
+        "note_verifier_keys": [crate::checkpoint::verifier_key(&origin, &state.key.verifying_key())],
+    });
+    Ok(Json(doc))
 }
 
 async fn audit(state: &AppState, caller: &Caller, session_id: String) -> Result<crate::store::SessionAudit, ApiError> {

@@ -61,6 +61,8 @@ pub struct Config {
     pub plugins: PluginLimits,
     /// Receipt store settings.
     pub store: StoreConfig,
+    /// The Merkle log over the receipts: origin and checkpoint schedule.
+    pub log: LogConfig,
     /// How actions are scored against the session's intent.
     pub alignment: AlignmentProviderConfig,
     /// Integrations by name (the `{integration}` of `/v1/hooks/{integration}`).
@@ -192,6 +194,7 @@ impl Default for Config {
             ingress: IngressConfig::default(),
             plugins: PluginLimits::default(),
             store: StoreConfig::default(),
+            log: LogConfig::default(),
             alignment: AlignmentProviderConfig::default(),
             integrations,
             approvals: ApprovalsConfig::default(),
@@ -395,6 +398,39 @@ impl Default for StoreConfig {
     }
 }
 
+/// `[log]`: the transparency log over the receipts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The log's name in its checkpoints (C2SP `origin`, also the signing
+    /// key's note name), e.g. `arbiter.example.com/prod`. Default = the
+    /// stored one, or for a new store `arbiter.local/log/<key id>`. A log
+    /// that has receipts keeps its origin; setting another one is refused.
+    pub origin: Option<String>,
+    /// Make a signed checkpoint after this many receipts. Default = 1000.
+    pub checkpoint_every: u64,
+    /// …or this many seconds after the last checkpoint when receipts wait
+    /// for one. Default = 10: a receipt is provable within ~10 s.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { origin: None, checkpoint_every: 1000, checkpoint_interval_secs: 10 }
+    }
+}
+
+impl LogConfig {
+    /// The store's view of these settings.
+    pub fn options(&self) -> crate::store::LogOptions {
+        crate::store::LogOptions {
+            origin: self.origin.clone(),
+            checkpoint_every: self.checkpoint_every,
+            checkpoint_interval: std::time::Duration::from_secs(self.checkpoint_interval_secs),
+        }
+    }
+}
+
 /// The embedding behind intent alignment (AARM R7).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -572,6 +608,17 @@ impl Config {
         }
         if !(1..=65_536).contains(&self.store.max_batch) {
             return bad("store.max_batch", "must be between 1 and 65536");
+        }
+        if !(1..=1_000_000).contains(&self.log.checkpoint_every) {
+            return bad("log.checkpoint_every", "must be between 1 and 1000000");
+        }
+        if !(1..=86_400).contains(&self.log.checkpoint_interval_secs) {
+            return bad("log.checkpoint_interval_secs", "must be between 1 and 86400");
+        }
+        if let Some(origin) = &self.log.origin
+            && let Err(reason) = crate::checkpoint::check_origin(origin)
+        {
+            return Err(ConfigError::Invalid { field: "log.origin", reason });
         }
         if !(1..=86_400).contains(&self.approvals.deadline_secs) {
             return bad("approvals.deadline_secs", "must be between 1 and 86400");

@@ -14,6 +14,7 @@
 pub mod alignment;
 pub mod api;
 pub mod auth;
+pub mod checkpoint;
 pub mod classify;
 pub mod config;
 pub mod context;
@@ -27,10 +28,12 @@ pub mod notify;
 pub mod pipeline;
 pub mod plugins;
 pub mod policy;
+pub mod receipt_bundle;
 pub mod receipts;
 pub mod shim;
 pub mod store;
 pub mod tenants;
+pub mod tlog;
 pub mod tokens;
 pub mod workflow;
 
@@ -75,7 +78,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     )?;
     let key = Arc::new(ReceiptKey::load_or_create(&data.join("keys").join(ReceiptKey::FILE_NAME))?);
 
-    let store = store::Store::open(&data.join("store"), key.clone(), config.store.max_batch)
+    let store = store::Store::open_with(&data.join("store"), key.clone(), config.store.max_batch, config.log.options())
         .context("cannot open the store")?;
 
     let tenancy = Arc::new(tenants::Tenancy::from_config(&config));

@@ -1,4 +1,4 @@
-//! The `arbiter` command: `serve`, `verify`, `keygen`, `policy`, `plugin`, `token`, `hook`, `mcp-gateway`.
+//! The `arbiter` command: `serve`, `verify`, `receipts`, `keygen`, `policy`, `plugin`, `token`, `hook`, `mcp-gateway`.
 
 use std::path::{Path, PathBuf};
 
@@ -38,14 +38,20 @@ enum Command {
         #[arg(long, env = "ARBITER_POLICIES")]
         policies: Option<PathBuf>,
     },
-    /// Verify receipts offline: every signature and the hash chain.
+    /// Verify receipts offline: every signature and the hash chain; or one
+    /// receipt bundle: its signature, its inclusion proof and checkpoint.
     Verify {
         /// Receipts: JSON Lines, a JSON array, or a `/v1/receipts` response.
+        #[arg(long, required_unless_present = "bundle", requires = "keys")]
+        receipts: Option<PathBuf>,
+        /// A receipt bundle (`GET /v1/receipts/{id}/bundle`, `arbiter
+        /// receipts export`).
+        #[arg(long, conflicts_with_all = ["receipts", "require_complete"])]
+        bundle: Option<PathBuf>,
+        /// Public keys as served by `/v1/keys`. With `--bundle`, the keys to
+        /// trust; without it the bundle's own keys are used.
         #[arg(long)]
-        receipts: PathBuf,
-        /// Public keys as served by `/v1/keys`.
-        #[arg(long)]
-        keys: PathBuf,
+        keys: Option<PathBuf>,
         /// The file must hold the whole log: seqs from 0 with no gaps, so a
         /// receipt deleted from an export is caught. Without it, gaps (as in
         /// a filtered export) are reported but allowed.
@@ -82,6 +88,11 @@ enum Command {
     /// through, or cannot be asked about, is answered with an `isError` tool
     /// result and never reaches the upstream.
     McpGateway(Box<McpGatewayArgs>),
+    /// Work with receipts.
+    Receipts {
+        #[command(subcommand)]
+        command: ReceiptsCommand,
+    },
     /// Work with policy packs.
     Policy {
         #[command(subcommand)]
@@ -172,6 +183,31 @@ struct McpGatewayArgs {
     /// The stdio upstream command and its arguments (with `--server-name`).
     #[arg(last = true)]
     command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum ReceiptsCommand {
+    /// Write a receipt's offline bundle (receipt, inclusion proof, signed
+    /// checkpoint, public keys), from a running server (`--url`) or from a
+    /// stopped server's data directory (`--data-dir`).
+    Export {
+        /// The receipt id.
+        #[arg(long)]
+        id: String,
+        /// Read the store in this data directory (the server must be stopped).
+        #[arg(long, conflicts_with = "url", required_unless_present = "url")]
+        data_dir: Option<PathBuf>,
+        /// Ask this Arbiter (`GET /v1/receipts/{id}/bundle`).
+        #[arg(long)]
+        url: Option<String>,
+        /// File holding an auditor (or admin) credential for `--url`; the
+        /// `ARBITER_TOKEN` variable takes precedence.
+        #[arg(long, env = "ARBITER_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// Where to write the bundle [default: stdout].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -370,7 +406,20 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Verify { receipts, keys, require_complete } => match verify(&receipts, &keys, require_complete) {
+        Command::Receipts { command: ReceiptsCommand::Export { id, data_dir, url, token_file, out } } => {
+            match export(&id, data_dir.as_deref(), url.as_deref(), token_file.as_deref(), out.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("export failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Verify { receipts, bundle, keys, require_complete } => match match (bundle, receipts, keys) {
+            (Some(bundle), _, keys) => verify_bundle(&bundle, keys.as_deref()),
+            (None, Some(receipts), Some(keys)) => verify(&receipts, &keys, require_complete),
+            _ => Err("give --bundle, or --receipts with --keys".to_owned()),
+        } {
             Ok(msg) => {
                 println!("{msg}");
                 ExitCode::SUCCESS
@@ -661,11 +710,124 @@ fn policy(command: PolicyCommand) -> ExitCode {
     }
 }
 
-fn verify(receipts: &Path, keys: &Path, require_complete: bool) -> Result<String, String> {
+fn read_keys(keys: &Path) -> Result<std::collections::HashMap<String, ed25519_dalek::VerifyingKey>, String> {
     let keys_text = std::fs::read_to_string(keys).map_err(|e| format!("cannot read `{}`: {e}", keys.display()))?;
     let keys_json: Value =
         serde_json::from_str(&keys_text).map_err(|e| format!("`{}` is not JSON: {e}", keys.display()))?;
-    let keys = parse_keys(&keys_json)?;
+    parse_keys(&keys_json)
+}
+
+/// `verify --bundle`: everything offline, from the file (and the keys file).
+fn verify_bundle(bundle: &Path, keys: Option<&Path>) -> Result<String, String> {
+    use std::io::Read as _;
+    let trusted = keys.map(read_keys).transpose()?;
+    let file = std::fs::File::open(bundle).map_err(|e| format!("cannot read `{}`: {e}", bundle.display()))?;
+    let mut bytes = Vec::new();
+    file.take(arbiter::receipt_bundle::MAX_BUNDLE_SIZE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read `{}`: {e}", bundle.display()))?;
+    let v = arbiter::receipt_bundle::verify(&bytes, trusted.as_ref())
+        .map_err(|e| format!("`{}`: {e}", bundle.display()))?;
+    let mut msg = format!(
+        "ok: receipt {} is leaf {} of log `{}` at tree size {} (root {}); receipt signed by {}, checkpoint by {}",
+        v.receipt_id, v.leaf_index, v.origin, v.tree_size, v.root, v.receipt_key, v.checkpoint_key
+    );
+    if trusted.is_none() {
+        msg.push_str("\nnote: checked with the keys inside the bundle; pass --keys with the log's published keys to check whose log this is");
+    }
+    Ok(msg)
+}
+
+/// `receipts export`: a bundle from the store or from a server, checked
+/// before it is written.
+fn export(
+    id: &str,
+    data_dir: Option<&Path>,
+    url: Option<&str>,
+    token_file: Option<&Path>,
+    out: Option<&Path>,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let bytes = match (data_dir, url) {
+        (Some(dir), _) => runtime.block_on(export_local(dir, id))?,
+        (None, Some(url)) => {
+            let token = std::env::var("ARBITER_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .or_else(|| token_file.and_then(|f| std::fs::read_to_string(f).ok()))
+                .map(|t| t.trim().to_owned())
+                .ok_or("no auditor credential: set ARBITER_TOKEN or pass --token-file")?;
+            runtime.block_on(export_remote(url, &token, id))?
+        }
+        (None, None) => return Err("give --data-dir or --url".to_owned()),
+    };
+    arbiter::receipt_bundle::verify(&bytes, None).map_err(|e| format!("the bundle does not verify: {e}"))?;
+    match out {
+        Some(path) => std::fs::write(path, &bytes).map_err(|e| format!("cannot write `{}`: {e}", path.display())),
+        None => {
+            use std::io::Write as _;
+            std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())
+        }
+    }
+}
+
+async fn export_local(dir: &Path, id: &str) -> Result<Vec<u8>, String> {
+    use arbiter::receipt_bundle::{BundleError, assemble};
+    let key = ReceiptKey::load(&dir.join("keys").join(ReceiptKey::FILE_NAME)).map_err(|e| e.to_string())?;
+    let keyring = [key.verifying_key()];
+    let store = arbiter::store::Store::open_with(
+        &dir.join("store"),
+        std::sync::Arc::new(key),
+        1,
+        arbiter::store::LogOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    let bundle = match assemble(&store, id, &keyring) {
+        Err(BundleError::NotCheckpointed(_)) => {
+            store.checkpoint_now().await.map_err(|e| e.to_string())?;
+            assemble(&store, id, &keyring)
+        }
+        other => other,
+    }
+    .map_err(|e| e.to_string())?
+    .ok_or_else(|| format!("no receipt `{id}`"))?;
+    bundle.to_bytes().map_err(|e| e.to_string())
+}
+
+async fn export_remote(url: &str, token: &str, id: &str) -> Result<Vec<u8>, String> {
+    let endpoint = format!("{}/v1/receipts/{}/bundle", url.trim_end_matches('/'), urlencode(id));
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?
+        .get(&endpoint)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("GET {endpoint}: {e}"))?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| format!("GET {endpoint}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("GET {endpoint}: {status}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    Ok(bytes.to_vec())
+}
+
+/// Percent-encode all but RFC 3986 unreserved characters.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn verify(receipts: &Path, keys: &Path, require_complete: bool) -> Result<String, String> {
+    let keys = read_keys(keys)?;
     let text = std::fs::read_to_string(receipts).map_err(|e| format!("cannot read `{}`: {e}", receipts.display()))?;
     let list = parse_receipts(&text).map_err(|e| format!("`{}`: {e}", receipts.display()))?;
     if list.is_empty() {

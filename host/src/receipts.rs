@@ -284,8 +284,8 @@ pub fn verify_receipts(
     Ok(report)
 }
 
-/// Check one receipt's signature.
-pub fn verify_signature(receipt: &Value, keys: &HashMap<String, VerifyingKey>) -> Result<(), String> {
+/// Check one receipt's signature; returns the id of the key that made it.
+pub fn verify_signature(receipt: &Value, keys: &HashMap<String, VerifyingKey>) -> Result<String, String> {
     let obj = receipt.as_object().ok_or("not a JSON object")?;
     let sig = obj.get("signature").ok_or("no signature")?;
     if sig.get("algorithm").and_then(Value::as_str) != Some("Ed25519") {
@@ -302,7 +302,8 @@ pub fn verify_signature(receipt: &Value, keys: &HashMap<String, VerifyingKey>) -
     unsigned.remove("signature");
     let bytes = serde_jcs::to_vec(&Value::Object(unsigned)).map_err(|e| format!("cannot canonicalise: {e}"))?;
     key.verify_strict(&bytes, &Signature::from_bytes(&raw))
-        .map_err(|_| "signature does not verify (the receipt was altered or signed by another key)".to_owned())
+        .map_err(|_| "signature does not verify (the receipt was altered or signed by another key)".to_owned())?;
+    Ok(key_id.to_owned())
 }
 
 /// The `/v1/keys` body for a key.
