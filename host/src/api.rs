@@ -1060,7 +1060,10 @@ fn deployment_wide(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-async fn list_plugins(State(state): State<AppState>, axum::Extension(caller): axum::Extension<Caller>) -> Result<Json<Value>, ApiError> {
+async fn list_plugins(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
     deployment_wide(&state, &caller)?;
     let plugins: Vec<Value> = state.pipeline.plugins().views().iter().map(|v| plugin_json(&state, v)).collect();
     Ok(Json(json!({"plugins": plugins, "supported_wit": crate::plugins::SUPPORTED_WIT})))
