@@ -22,6 +22,10 @@
 //!    tool when no answer comes within 1000 ms, so the report counts those.
 //! 5. Copilot Studio open loop: the same request alone at `--rate`
 //!    requests/s (1000 by default), latency from the scheduled send time.
+//! 6. hot swap: the phase 2 open loop again while two signed claude-code
+//!    bundles (made with the real `arbiter plugin keygen` / `sign`) are
+//!    uploaded and then rolled back; any failed request, or any ALLOW where
+//!    the timetable expects a DENY (fail open), fails the run.
 //!
 //! Run: `cargo bench -p arbiter --bench hot_path -- [--quick] [--duration SECS]
 //! [--concurrency N] [--rate R]`. Without cargo's `--bench` flag (e.g. under
@@ -162,9 +166,16 @@ struct Target {
     url: String,
     auth: String,
     templates: Vec<String>,
+    /// Templates from this index on must be denied.
+    denied_from: usize,
 }
 
 impl Target {
+    /// True when request `n` must get a DENY.
+    fn expects_deny(&self, n: u64) -> bool {
+        (n % self.templates.len() as u64) as usize >= self.denied_from
+    }
+
     async fn send(&self, client: &reqwest::Client, n: u64, session: &str) -> Outcome {
         let t = &self.templates[(n % self.templates.len() as u64) as usize];
         let body = t.replace("__SID__", session).replace("__N__", &n.to_string());
@@ -270,6 +281,8 @@ struct OpenResult {
     counts: Arc<Counts>,
     scheduled: u64,
     late_starts: u64,
+    /// Requests that must be denied and were allowed.
+    fail_open: u64,
 }
 
 /// Fixed-rate sends on a timetable kept by a dedicated OS thread
@@ -284,10 +297,12 @@ async fn open_loop(target: Arc<Target>, rate: u64, duration: Duration, record: b
     let handle = tokio::runtime::Handle::current();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let late = Arc::new(AtomicU64::new(0));
+    let fail_open = Arc::new(AtomicU64::new(0));
     let scheduler = {
         let counts = counts.clone();
         let hist = hist.clone();
         let late = late.clone();
+        let fail_open = fail_open.clone();
         std::thread::spawn(move || {
             let start = Instant::now() + Duration::from_millis(5);
             for i in 0..total {
@@ -303,8 +318,12 @@ async fn open_loop(target: Arc<Target>, rate: u64, duration: Duration, record: b
                 let counts = counts.clone();
                 let hist = hist.clone();
                 let done = done_tx.clone();
+                let fail_open = fail_open.clone();
                 handle.spawn(async move {
                     let r = target.send(&client, i, &session_id(i)).await;
+                    if matches!(r, Outcome::Allow) && target.expects_deny(i) {
+                        fail_open.fetch_add(1, Ordering::Relaxed);
+                    }
                     let us = Instant::now().duration_since(scheduled).as_micros().max(1) as u64;
                     if record {
                         counts.record(&r);
@@ -326,7 +345,13 @@ async fn open_loop(target: Arc<Target>, rate: u64, duration: Duration, record: b
     }
     let _ = scheduler.join();
     let hist = hist.lock().map(|h| h.clone()).unwrap_or_else(|_| new_hist());
-    OpenResult { hist, counts, scheduled: total, late_starts: late.load(Ordering::Relaxed) }
+    OpenResult {
+        hist,
+        counts,
+        scheduled: total,
+        late_starts: late.load(Ordering::Relaxed),
+        fail_open: fail_open.load(Ordering::Relaxed),
+    }
 }
 
 /// Give every session its intent and `PRIOR_ACTIONS` decided actions.
@@ -384,6 +409,88 @@ kind = "bearer"
 token = "bench-copilot-studio-token-0001"
 "#;
 
+/// Two claude-code bundles of distinct versions, signed by a bench
+/// publisher, and the config lines that trust it.
+struct SwapBundles {
+    publishers: String,
+    bundles: Vec<Vec<u8>>,
+    _dir: tempfile::TempDir,
+}
+
+fn swap_bundles() -> SwapBundles {
+    use std::process::Command;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("bench-publisher.pem");
+    let out = Command::new(common::ARBITER).args(["plugin", "keygen", "--out"]).arg(&key).output().expect("keygen");
+    assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("keygen output");
+    let public = printed["public_key"].as_str().expect("public_key").to_owned();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/claude-code/bundle");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(source.join("manifest.json")).expect("manifest")).expect("manifest JSON");
+    let fixtures: Vec<Value> = manifest["fixtures"]
+        .as_array()
+        .expect("fixtures")
+        .iter()
+        .map(|f| Value::from(source.join(f.as_str().expect("fixture path")).display().to_string()))
+        .collect();
+    manifest["fixtures"] = Value::Array(fixtures);
+    let base = manifest["version"].as_str().expect("version").split('+').next().unwrap_or_default().to_owned();
+    let bundles = (1..=2)
+        .map(|n| {
+            manifest["version"] = Value::from(format!("{base}+bench.{n}"));
+            let path = dir.path().join(format!("m{n}.json"));
+            std::fs::write(&path, serde_json::to_vec(&manifest).expect("json")).expect("write manifest");
+            let bundle = dir.path().join(format!("b{n}.bundle"));
+            let out = Command::new(common::ARBITER)
+                .args(["plugin", "sign", "--publisher", "bench", "--key"])
+                .arg(&key)
+                .arg("--manifest")
+                .arg(&path)
+                .arg("--component")
+                .arg(env!("ARBITER_TEST_PLUGIN_CLAUDE_CODE"))
+                .arg("-o")
+                .arg(&bundle)
+                .output()
+                .expect("sign");
+            assert!(out.status.success(), "sign: {}", String::from_utf8_lossy(&out.stderr));
+            std::fs::read(&bundle).expect("bundle")
+        })
+        .collect();
+    SwapBundles { publishers: format!("\n[plugins.publishers]\nbench = \"{public}\"\n"), bundles, _dir: dir }
+}
+
+/// Upload each bundle, then roll back once, spread over `duration`;
+/// returns what was done, its HTTP status and how long it took.
+async fn swaps(base: String, admin: String, bundles: Vec<Vec<u8>>, duration: Duration) -> Vec<(String, u16, Duration)> {
+    let http = client(4);
+    let step = duration / 4;
+    let mut done = Vec::new();
+    for (n, bundle) in bundles.into_iter().enumerate() {
+        tokio::time::sleep(step).await;
+        let t0 = Instant::now();
+        let status = http
+            .put(format!("{base}/v1/plugins/claude-code"))
+            .bearer_auth(&admin)
+            .header("content-type", "application/octet-stream")
+            .body(bundle)
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16());
+        done.push((format!("upload {}", n + 1), status, t0.elapsed()));
+    }
+    tokio::time::sleep(step).await;
+    let t0 = Instant::now();
+    let status = http
+        .post(format!("{base}/v1/plugins/claude-code/rollback"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16());
+    done.push(("rollback".to_owned(), status, t0.elapsed()));
+    done
+}
+
 /// Copilot Studio's answer budget: later than this, the tool runs.
 const STUDIO_BUDGET: Duration = Duration::from_millis(1000);
 const STUDIO_TOKEN: &str = "bench-copilot-studio-token-0001";
@@ -404,6 +511,7 @@ fn studio_target(base: &str) -> Target {
         url: format!("{base}/v1/hooks/copilot-studio/analyze-tool-execution?api-version=2025-05-01"),
         auth: format!("Bearer {STUDIO_TOKEN}"),
         templates: vec![serde_json::to_string(&body).expect("json")],
+        denied_from: usize::MAX,
     }
 }
 
@@ -508,15 +616,17 @@ fn main() {
         .build()
         .expect("tokio runtime");
 
+    let swap = swap_bundles();
     eprintln!("hot_path: starting {} ...", common::ARBITER);
     let mut server = common::Server::start_with(common::ServerOptions {
-        config: Some(CONFIG.to_owned()),
+        config: Some(format!("{CONFIG}{}", swap.publishers)),
         ..common::ServerOptions::default()
     });
     let target = Arc::new(Target {
         url: server.url("/v1/hooks/claude-code"),
         auth: format!("Bearer {}", server.ingress_token),
         templates: templates(),
+        denied_from: 3,
     });
     let pid = server.pid();
     let pack = rt.block_on(server.admin_json("/v1/policies"));
@@ -551,6 +661,13 @@ fn main() {
     eprintln!("hot_path: Copilot Studio alone at {}/s for {:?}", args.rate, args.duration);
     let studio_target = Arc::new(studio_target(&server.base));
     let studio_open = rt.block_on(open_loop(studio_target, args.rate, args.duration, true));
+    eprintln!("hot_path: hot swap during the open loop at {}/s for {:?}", args.rate, args.duration);
+    let swapped = rt.block_on(async {
+        let swaps =
+            tokio::spawn(swaps(server.base.clone(), server.admin_token.clone(), swap.bundles.clone(), args.duration));
+        let open = open_loop(target.clone(), args.rate, args.duration, true).await;
+        (open, swaps.await.expect("swap task"))
+    });
     let rss = peak_rss_kib(pid);
     let alive = server.is_running();
     server.kill();
@@ -565,6 +682,13 @@ fn main() {
         + studio.0.2
         + studio.1.counts.errors.load(Ordering::Relaxed)
         + studio_open.counts.errors.load(Ordering::Relaxed);
+    let (swap_open, swap_steps) = &swapped;
+    let swap_failures = swap_open.counts.errors.load(Ordering::Relaxed)
+        + swap_open.counts.other.load(Ordering::Relaxed)
+        + open.fail_open
+        + swap_open.fail_open
+        + swap_steps.iter().filter(|(_, status, _)| *status != 200).count() as u64;
+    let errors = errors + swap_failures;
     println!();
     println!("=== arbiter hot_path ===");
     println!(
@@ -592,7 +716,8 @@ fn main() {
     );
     println!("  latency: {}", percentiles(&closed.hist));
     println!(
-        "open loop: {} req/s for {}s, {} scheduled (ALLOW {}, DENY {}, other {}, errors {}, late starts {})",
+        "open loop: {} req/s for {}s, {} scheduled (ALLOW {}, DENY {}, other {}, errors {}, late starts {}); \
+         fail-open {}",
         args.rate,
         args.duration.as_secs(),
         open.scheduled,
@@ -600,7 +725,8 @@ fn main() {
         o.deny.load(Ordering::Relaxed),
         o.other.load(Ordering::Relaxed),
         o.errors.load(Ordering::Relaxed),
-        open.late_starts
+        open.late_starts,
+        open.fail_open
     );
     println!("  latency from scheduled send: {}", percentiles(&open.hist));
     if let Some(h) = &held {
@@ -636,6 +762,24 @@ fn main() {
         studio_open.late_starts
     );
     println!("  latency from scheduled send: {}", percentiles(&studio_open.hist));
+    let sc = &swap_open.counts;
+    println!(
+        "hot swap: {} req/s for {}s, {} scheduled (ALLOW {}, DENY {}, other {}, errors {}, late starts {}); \
+         fail-open {}",
+        args.rate,
+        args.duration.as_secs(),
+        swap_open.scheduled,
+        sc.allow.load(Ordering::Relaxed),
+        sc.deny.load(Ordering::Relaxed),
+        sc.other.load(Ordering::Relaxed),
+        sc.errors.load(Ordering::Relaxed),
+        swap_open.late_starts,
+        swap_open.fail_open
+    );
+    let steps: Vec<String> =
+        swap_steps.iter().map(|(what, status, took)| format!("{what} {status} in {} ms", took.as_millis())).collect();
+    println!("  swaps: {}", steps.join(", "));
+    println!("  latency from scheduled send: {}", percentiles(&swap_open.hist));
     match rss {
         Some(kib) => println!("server peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("server peak RSS (VmHWM): unavailable"),
