@@ -15,13 +15,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ARBITER, Server, ServerOptions, pre_tool_use_bash};
+use common::bundles::{self, Publisher, put_bundle};
+use common::{Server, ServerOptions, pre_tool_use_bash};
 use serde_json::{Value, json};
 
 const CAPS: &str = env!("ARBITER_TEST_PLUGIN_CAPS");
@@ -253,17 +253,8 @@ plugin = "claude-code"
     assert_eq!(r.header("x-arbiter-decision").as_deref(), Some("DENY"), "{}", r.text);
 }
 
-/// A publisher key made with `arbiter plugin keygen`: (name, key path, public key).
-fn keygen(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("acme.pem");
-    let out = Command::new(ARBITER).args(["plugin", "keygen", "--out"]).arg(&key).output().unwrap();
-    assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    (key, printed["public_key"].as_str().unwrap().to_owned())
-}
-
 /// Sign `component` as plugin `name` with `wit` and `capabilities`.
-fn sign(dir: &Path, key: &Path, label: &str, component: &str, manifest: Value) -> Vec<u8> {
+fn sign(dir: &Path, publisher: &Publisher, label: &str, component: &str, manifest: Value) -> Vec<u8> {
     let fixture = dir.join("malformed.json");
     std::fs::write(
         &fixture,
@@ -280,42 +271,14 @@ fn sign(dir: &Path, key: &Path, label: &str, component: &str, manifest: Value) -
     manifest["version"] = Value::from("0.1.0");
     manifest["integrations"] = json!([manifest["name"].clone()]);
     manifest["fixtures"] = json!([fixture.display().to_string()]);
-    let source = dir.join(format!("{label}.manifest.json"));
-    std::fs::write(&source, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
-    let out_path = dir.join(format!("{label}.bundle"));
-    let out = Command::new(ARBITER)
-        .args(["plugin", "sign", "--publisher", "acme", "--key"])
-        .arg(key)
-        .arg("--manifest")
-        .arg(&source)
-        .arg("--component")
-        .arg(component)
-        .arg("-o")
-        .arg(&out_path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "sign {label}: {}", String::from_utf8_lossy(&out.stderr));
-    std::fs::read(&out_path).unwrap()
-}
-
-async fn put_bundle(server: &Server, name: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let r = server
-        .http
-        .put(server.url(&format!("/v1/plugins/{name}")))
-        .bearer_auth(&server.admin_token)
-        .header("content-type", "application/octet-stream")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    bundles::sign(dir, publisher, label, component, &manifest)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundle_holds_what_it_requests_within_the_grant_and_its_wit_must_match() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, public) = keygen(dir.path());
+    let acme = bundles::keygen(dir.path(), "acme");
+    let public = &acme.public;
     let config = format!(
         r#"
 [plugins]
@@ -349,7 +312,7 @@ plugin = "caps"
             "caps",
             sign(
                 dir.path(),
-                &key,
+                &acme,
                 "http",
                 CAPS,
                 json!({"name": "caps", "wit": v2, "capabilities": [{"name": "http"}]}),
@@ -360,7 +323,7 @@ plugin = "caps"
         (
             "an unknown capability",
             "caps",
-            sign(dir.path(), &key, "fs", CAPS, json!({"name": "caps", "wit": v2, "capabilities": [{"name": "fs"}]})),
+            sign(dir.path(), &acme, "fs", CAPS, json!({"name": "caps", "wit": v2, "capabilities": [{"name": "fs"}]})),
             "capability_not_granted",
             "`fs`, which is not a capability",
         ),
@@ -369,7 +332,7 @@ plugin = "caps"
             "caps",
             sign(
                 dir.path(),
-                &key,
+                &acme,
                 "old",
                 CAPS,
                 json!({"name": "caps", "wit": "arbiter:plugin@0.1.0", "capabilities": []}),
@@ -380,7 +343,7 @@ plugin = "caps"
         (
             "a 0.1.0 component declared as 0.2.0",
             "claude-code",
-            sign(dir.path(), &key, "new", CLAUDE_CODE, json!({"name": "claude-code", "wit": v2, "capabilities": []})),
+            sign(dir.path(), &acme, "new", CLAUDE_CODE, json!({"name": "claude-code", "wit": v2, "capabilities": []})),
             "wit_mismatch",
             "built against `arbiter:plugin@0.1.0`",
         ),
@@ -389,7 +352,7 @@ plugin = "caps"
             "claude-code",
             sign(
                 dir.path(),
-                &key,
+                &acme,
                 "v1cap",
                 CLAUDE_CODE,
                 json!({"name": "claude-code", "wit": "arbiter:plugin@0.1.0", "capabilities": [{"name": "kv"}]}),
@@ -411,7 +374,7 @@ plugin = "caps"
     // A bundle requesting only `kv` of the granted `kv` and `config` holds
     // `kv` alone: what the plugin gets is what it requested.
     let bundle =
-        sign(dir.path(), &key, "kv", CAPS, json!({"name": "caps", "wit": v2, "capabilities": [{"name": "kv"}]}));
+        sign(dir.path(), &acme, "kv", CAPS, json!({"name": "caps", "wit": v2, "capabilities": [{"name": "kv"}]}));
     let (status, body) = put_bundle(&server, "caps", bundle).await;
     assert_eq!(status, 200, "{body}");
     let active = server.admin_json("/v1/plugins/caps").await["active"].clone();

@@ -17,12 +17,12 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ARBITER, Server, ServerOptions, pre_tool_use_bash};
+use common::bundles::{self, Publisher, keygen, put_bundle};
+use common::{Server, ServerOptions, pre_tool_use_bash};
 use serde_json::{Value, json};
 
 /// The claude-code component build.rs compiled for the bundled plugin.
@@ -32,52 +32,12 @@ fn bundle_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/claude-code/bundle")
 }
 
-/// A publisher key made with `arbiter plugin keygen`.
-struct Publisher {
-    name: String,
-    key: PathBuf,
-    public: String,
-}
-
-fn keygen(dir: &Path, name: &str) -> Publisher {
-    let key = dir.join(format!("{name}.pem"));
-    let out = Command::new(ARBITER).args(["plugin", "keygen", "--out"]).arg(&key).output().unwrap();
-    assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    Publisher { name: name.to_owned(), key, public: printed["public_key"].as_str().unwrap().to_owned() }
-}
-
-/// Sign a claude-code bundle with `manifest` changes applied to the
-/// source manifest in `plugins/claude-code/bundle/`.
+/// Sign a claude-code bundle with `change` applied to the source manifest
+/// in `plugins/claude-code/bundle/`.
 fn sign(dir: &Path, publisher: &Publisher, label: &str, change: impl FnOnce(&mut Value)) -> Vec<u8> {
-    let mut manifest: Value =
-        serde_json::from_slice(&std::fs::read(bundle_dir().join("manifest.json")).unwrap()).unwrap();
-    // Absolute fixture paths, so the manifest can live in the temp dir.
-    let fixtures: Vec<Value> = manifest["fixtures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| Value::from(bundle_dir().join(f.as_str().unwrap()).display().to_string()))
-        .collect();
-    manifest["fixtures"] = Value::Array(fixtures);
+    let mut manifest = bundles::claude_code_manifest();
     change(&mut manifest);
-    let source = dir.join(format!("{label}.manifest.json"));
-    std::fs::write(&source, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
-    let out_path = dir.join(format!("{label}.bundle"));
-    let _ = std::fs::remove_file(&out_path);
-    let out = Command::new(ARBITER)
-        .args(["plugin", "sign", "--publisher", &publisher.name, "--key"])
-        .arg(&publisher.key)
-        .arg("--manifest")
-        .arg(&source)
-        .arg("--component")
-        .arg(COMPONENT)
-        .arg("-o")
-        .arg(&out_path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "sign {label}: {}", String::from_utf8_lossy(&out.stderr));
-    std::fs::read(&out_path).unwrap()
+    bundles::sign(dir, publisher, label, COMPONENT, &manifest)
 }
 
 fn version(v: &str) -> impl FnOnce(&mut Value) + '_ {
@@ -122,20 +82,6 @@ fn config(publisher: &Publisher, extra: &str) -> String {
         "[plugins]\nwatch_interval_ms = 200\nmax_bundle_bytes = 1000000\n{extra}\n[plugins.publishers]\n{} = \"{}\"\n",
         publisher.name, publisher.public
     )
-}
-
-async fn put_bundle(server: &Server, name: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let r = server
-        .http
-        .put(server.url(&format!("/v1/plugins/{name}")))
-        .bearer_auth(&server.admin_token)
-        .header("content-type", "application/octet-stream")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
 }
 
 async fn admin(server: &Server, method: reqwest::Method, path: &str) -> (u16, Value) {

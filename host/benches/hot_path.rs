@@ -285,6 +285,32 @@ struct OpenResult {
     fail_open: u64,
 }
 
+impl OpenResult {
+    /// Failed requests and fail-open answers: either fails the run.
+    fn failures(&self) -> u64 {
+        self.counts.errors.load(Ordering::Relaxed) + self.fail_open
+    }
+
+    /// The phase's two report lines.
+    fn print(&self, phase: &str, args: &Args) {
+        let c = &self.counts;
+        println!(
+            "{phase}: {} req/s for {}s, {} scheduled (ALLOW {}, DENY {}, other {}, errors {}, late starts {}); \
+             fail-open {}",
+            args.rate,
+            args.duration.as_secs(),
+            self.scheduled,
+            c.allow.load(Ordering::Relaxed),
+            c.deny.load(Ordering::Relaxed),
+            c.other.load(Ordering::Relaxed),
+            c.errors.load(Ordering::Relaxed),
+            self.late_starts,
+            self.fail_open
+        );
+        println!("  latency from scheduled send: {}", percentiles(&self.hist));
+    }
+}
+
 /// Fixed-rate sends on a timetable kept by a dedicated OS thread
 /// (`thread::sleep` is precise to tens of microseconds; tokio's timer has
 /// millisecond granularity, which would blur a 1 ms schedule).
@@ -418,46 +444,20 @@ struct SwapBundles {
 }
 
 fn swap_bundles() -> SwapBundles {
-    use std::process::Command;
+    use common::bundles;
     let dir = tempfile::tempdir().expect("temp dir");
-    let key = dir.path().join("bench-publisher.pem");
-    let out = Command::new(common::ARBITER).args(["plugin", "keygen", "--out"]).arg(&key).output().expect("keygen");
-    assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
-    let printed: Value = serde_json::from_slice(&out.stdout).expect("keygen output");
-    let public = printed["public_key"].as_str().expect("public_key").to_owned();
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/claude-code/bundle");
-    let mut manifest: Value =
-        serde_json::from_slice(&std::fs::read(source.join("manifest.json")).expect("manifest")).expect("manifest JSON");
-    let fixtures: Vec<Value> = manifest["fixtures"]
-        .as_array()
-        .expect("fixtures")
-        .iter()
-        .map(|f| Value::from(source.join(f.as_str().expect("fixture path")).display().to_string()))
-        .collect();
-    manifest["fixtures"] = Value::Array(fixtures);
+    let publisher = bundles::keygen(dir.path(), "bench");
+    let mut manifest = bundles::claude_code_manifest();
     let base = manifest["version"].as_str().expect("version").split('+').next().unwrap_or_default().to_owned();
     let bundles = (1..=2)
         .map(|n| {
             manifest["version"] = Value::from(format!("{base}+bench.{n}"));
-            let path = dir.path().join(format!("m{n}.json"));
-            std::fs::write(&path, serde_json::to_vec(&manifest).expect("json")).expect("write manifest");
-            let bundle = dir.path().join(format!("b{n}.bundle"));
-            let out = Command::new(common::ARBITER)
-                .args(["plugin", "sign", "--publisher", "bench", "--key"])
-                .arg(&key)
-                .arg("--manifest")
-                .arg(&path)
-                .arg("--component")
-                .arg(env!("ARBITER_TEST_PLUGIN_CLAUDE_CODE"))
-                .arg("-o")
-                .arg(&bundle)
-                .output()
-                .expect("sign");
-            assert!(out.status.success(), "sign: {}", String::from_utf8_lossy(&out.stderr));
-            std::fs::read(&bundle).expect("bundle")
+            let component = env!("ARBITER_TEST_PLUGIN_CLAUDE_CODE");
+            bundles::sign(dir.path(), &publisher, &format!("bench-{n}"), component, &manifest)
         })
         .collect();
-    SwapBundles { publishers: format!("\n[plugins.publishers]\nbench = \"{public}\"\n"), bundles, _dir: dir }
+    let publishers = format!("\n[plugins.publishers]\n{} = \"{}\"\n", publisher.name, publisher.public);
+    SwapBundles { publishers, bundles, _dir: dir }
 }
 
 /// Upload each bundle, then roll back once, spread over `duration`;
@@ -673,22 +673,19 @@ fn main() {
     server.kill();
 
     let c = &closed.counts;
-    let o = &open.counts;
     let held_errors = held.as_ref().map_or(0, |h| h.counts.errors.load(Ordering::Relaxed));
+    let (swap_open, swap_steps) = &swapped;
     let errors = c.errors.load(Ordering::Relaxed)
-        + o.errors.load(Ordering::Relaxed)
         + seed_failures
         + held_errors
         + studio.0.2
         + studio.1.counts.errors.load(Ordering::Relaxed)
-        + studio_open.counts.errors.load(Ordering::Relaxed);
-    let (swap_open, swap_steps) = &swapped;
-    let swap_failures = swap_open.counts.errors.load(Ordering::Relaxed)
+        + open.failures()
+        + studio_open.failures()
+        + swap_open.failures()
+        // During a swap every request must still be decided.
         + swap_open.counts.other.load(Ordering::Relaxed)
-        + open.fail_open
-        + swap_open.fail_open
         + swap_steps.iter().filter(|(_, status, _)| *status != 200).count() as u64;
-    let errors = errors + swap_failures;
     println!();
     println!("=== arbiter hot_path ===");
     println!(
@@ -715,20 +712,7 @@ fn main() {
         c.errors.load(Ordering::Relaxed)
     );
     println!("  latency: {}", percentiles(&closed.hist));
-    println!(
-        "open loop: {} req/s for {}s, {} scheduled (ALLOW {}, DENY {}, other {}, errors {}, late starts {}); \
-         fail-open {}",
-        args.rate,
-        args.duration.as_secs(),
-        open.scheduled,
-        o.allow.load(Ordering::Relaxed),
-        o.deny.load(Ordering::Relaxed),
-        o.other.load(Ordering::Relaxed),
-        o.errors.load(Ordering::Relaxed),
-        open.late_starts,
-        open.fail_open
-    );
-    println!("  latency from scheduled send: {}", percentiles(&open.hist));
+    open.print("open loop", &args);
     if let Some(h) = &held {
         println!(
             "held: {} hook requests waiting for approval; closed loop meanwhile: {:.0} decisions/s ({:.0}% of the \
@@ -748,38 +732,11 @@ fn main() {
         studio_load.rate,
         percentiles(studio_hist)
     );
-    let so = &studio_open.counts;
-    println!(
-        "copilot-studio open loop: {} analyze req/s for {}s, {} scheduled (allowed {}, blocked {}, other {}, errors \
-         {}, late starts {})",
-        args.rate,
-        args.duration.as_secs(),
-        studio_open.scheduled,
-        so.allow.load(Ordering::Relaxed),
-        so.deny.load(Ordering::Relaxed),
-        so.other.load(Ordering::Relaxed),
-        so.errors.load(Ordering::Relaxed),
-        studio_open.late_starts
-    );
-    println!("  latency from scheduled send: {}", percentiles(&studio_open.hist));
-    let sc = &swap_open.counts;
-    println!(
-        "hot swap: {} req/s for {}s, {} scheduled (ALLOW {}, DENY {}, other {}, errors {}, late starts {}); \
-         fail-open {}",
-        args.rate,
-        args.duration.as_secs(),
-        swap_open.scheduled,
-        sc.allow.load(Ordering::Relaxed),
-        sc.deny.load(Ordering::Relaxed),
-        sc.other.load(Ordering::Relaxed),
-        sc.errors.load(Ordering::Relaxed),
-        swap_open.late_starts,
-        swap_open.fail_open
-    );
+    studio_open.print("copilot-studio open loop (analyze-tool-execution)", &args);
+    swap_open.print("hot swap (2 uploads and a rollback meanwhile)", &args);
     let steps: Vec<String> =
         swap_steps.iter().map(|(what, status, took)| format!("{what} {status} in {} ms", took.as_millis())).collect();
     println!("  swaps: {}", steps.join(", "));
-    println!("  latency from scheduled send: {}", percentiles(&swap_open.hist));
     match rss {
         Some(kib) => println!("server peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("server peak RSS (VmHWM): unavailable"),

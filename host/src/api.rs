@@ -639,24 +639,17 @@ async fn get_receipt(
     axum::Extension(caller): axum::Extension<Caller>,
     Path(receipt_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    state
-        .pipeline
-        .store()
-        .receipt(&receipt_id)?
-        .filter(|r| caller.sees(crate::tenants::of_record(r)))
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no receipt `{receipt_id}`")))
+    visible_receipt(&state, &caller, &receipt_id).map(Json)
 }
 
-/// 404 unless the receipt exists and is the caller's tenant's: a proof or
-/// bundle must not reveal another tenant's receipt.
-fn visible_receipt(state: &AppState, caller: &Caller, receipt_id: &str) -> Result<(), ApiError> {
+/// The receipt, if it exists and is the caller's tenant's; another
+/// tenant's is not found (a receipt, proof or bundle reveals nothing of it).
+fn visible_receipt(state: &AppState, caller: &Caller, receipt_id: &str) -> Result<Value, ApiError> {
     state
         .pipeline
         .store()
         .receipt(receipt_id)?
         .filter(|r| caller.sees(crate::tenants::of_record(r)))
-        .map(|_| ())
         .ok_or_else(|| ApiError::NotFound(format!("no receipt `{receipt_id}`")))
 }
 

@@ -25,6 +25,7 @@ use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+pub mod bundles;
 pub mod npm;
 
 /// The server binary under test (built by cargo for tests and benches).
